@@ -1,0 +1,3 @@
+"""edgecache: a verified, offline-capable read-through cache for OpenStack Glance."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""The Glance-facing HTTP handlers and the daemon's own endpoints."""

@@ -1,0 +1,151 @@
+"""`GET`/`HEAD /v2/images/{id}/file`: authorize with Glance, then hit, fill or pass through."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+from aiohttp import web
+
+from edgecache.api.proxy import passthrough, relay, upstream_unreachable
+from edgecache.api.transfer import abort, data_response, send_file
+from edgecache.appkeys import CACHE, METRICS, UPSTREAM
+from edgecache.errors import glance_error
+from edgecache.headers import identity
+from edgecache.images import ImageRecord, is_image_id
+from edgecache.ranges import ByteRange, RangeNotSatisfiable, parse_range
+from edgecache.store.blobs import BlobCorrupt
+from edgecache.store.fill import Fill, FillFailed
+from edgecache.store.index import BlobEntry
+from edgecache.upstream import TRANSIENT_ERRORS
+
+log = logging.getLogger(__name__)
+
+
+async def image_file(request: web.Request) -> web.StreamResponse:
+    image_id = request.match_info["image_id"]
+    if not is_image_id(image_id):
+        return await passthrough(request)
+    caller = identity(request.headers)
+    # Glance decides who may see the image: its answer to the caller's metadata GET.
+    try:
+        answer = await request.app[UPSTREAM].fetch(f"/v2/images/{image_id}", caller)
+    except TRANSIENT_ERRORS:
+        return upstream_unreachable()
+    if answer.status != 200:
+        return relay(answer)
+    image = ImageRecord.from_glance(answer.json())
+    if not image.cacheable:
+        return await passthrough(request)
+    assert image.size is not None
+    try:
+        byte_range = parse_range(request.headers.get("Range"), image.size)
+    except RangeNotSatisfiable:
+        return glance_error(
+            416,
+            "Requested range not satisfiable",
+            {"Content-Range": f"bytes */{image.size}"},
+        )
+    if request.method == "HEAD":
+        return data_response(image, byte_range, "metadata")
+    return await _serve(request, image, byte_range, caller)
+
+
+async def _serve(
+    request: web.Request,
+    image: ImageRecord,
+    byte_range: ByteRange | None,
+    caller: dict[str, str],
+) -> web.StreamResponse:
+    cache = request.app[CACHE]
+    metrics = request.app[METRICS]
+    fill = cache.filling(image.id)
+    if fill is None:
+        entry = await cache.lookup(image)
+        if entry is not None:
+            response = await _serve_blob(request, image, entry, byte_range)
+            if response is not None:
+                metrics.data_requests.labels("hit").inc()
+                return response
+        fill = await cache.fill(image, caller)
+    if fill is None or byte_range is not None:
+        # Not cacheable now (too big for max_size), or a part of an image not yet cached:
+        # Glance answers directly while any fill goes on in the background.
+        metrics.data_requests.labels("passthrough").inc()
+        return await passthrough(request)
+    metrics.data_requests.labels("miss").inc()
+    return await _serve_fill(request, image, fill)
+
+
+async def _serve_blob(
+    request: web.Request,
+    image: ImageRecord,
+    entry: BlobEntry,
+    byte_range: ByteRange | None,
+) -> web.StreamResponse | None:
+    """Answer from the stored copy; None if it vanished or its first chunk is corrupt."""
+    cache = request.app[CACHE]
+    wanted = byte_range or ByteRange(0, entry.size)
+    try:
+        blob = cache.open_blob(entry)
+    except FileNotFoundError:
+        return None
+    step = entry.chunk_size if cache.settings.verify_reads else None
+    segments = list(_segments(wanted, step))
+    with blob, cache.store.reading(entry.image_id):
+        try:
+            if segments:
+                await cache.verify(blob, entry, segments[0].start, segments[0].end)
+        except BlobCorrupt as exc:
+            log.error("%s; fetching it again", exc)
+            return None
+        await cache.record_hit(entry.image_id)
+        response = data_response(image, byte_range, "cache")
+        await response.prepare(request)
+        try:
+            for number, segment in enumerate(segments):
+                if number:
+                    await cache.verify(blob, entry, segment.start, segment.end)
+                await send_file(request, response, blob, segment.start, segment.length)
+        except BlobCorrupt as exc:
+            log.error("%s; transfer aborted", exc)
+            abort(request)
+            return response
+        request.app[METRICS].bytes_served.labels("cache").inc(wanted.length)
+        await response.write_eof()
+        return response
+
+
+async def _serve_fill(request: web.Request, image: ImageRecord, fill: Fill) -> web.StreamResponse:
+    """Stream the image while it is being fetched, ending only once it is verified."""
+    response = data_response(image, None, "fill")
+    with fill.open_reader() as partial:
+        await response.prepare(request)
+        sent = 0
+        try:
+            while sent < fill.size:
+                end = await fill.readable_end(sent)
+                await send_file(request, response, partial, sent, end - sent)
+                sent = end
+            await fill.wait_verified()
+        except FillFailed as exc:
+            log.warning("aborting transfer of %s: %s", image.id, exc)
+            abort(request)
+            return response
+        finally:
+            request.app[METRICS].bytes_served.labels("fill").inc(sent)
+    await response.write_eof()
+    return response
+
+
+def _segments(wanted: ByteRange, step: int | None) -> Iterator[ByteRange]:
+    """Split a range at multiples of `step` (so each piece lies within one chunk), or not."""
+    if step is None:
+        if wanted.length:
+            yield wanted
+        return
+    position = wanted.start
+    while position < wanted.end:
+        end = min(wanted.end, (position // step + 1) * step)
+        yield ByteRange(position, end)
+        position = end

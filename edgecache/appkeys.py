@@ -1,0 +1,15 @@
+"""Typed keys through which handlers reach the components built by the application factory."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from edgecache.config import Settings
+from edgecache.metrics import Metrics
+from edgecache.store.cache import ImageCache
+from edgecache.upstream import Upstream
+
+SETTINGS = web.AppKey("settings", Settings)
+METRICS = web.AppKey("metrics", Metrics)
+UPSTREAM = web.AppKey("upstream", Upstream)
+CACHE = web.AppKey("cache", ImageCache)

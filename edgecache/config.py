@@ -1,0 +1,203 @@
+"""Settings: defaults, overlaid by a TOML file, overlaid by command-line flags.
+
+Every problem is reported as one `ConfigError` naming the key, so the command line can print a
+single clear line and exit 2 before anything is started.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+DEFAULT_CONFIG_PATH = Path("/etc/edgecache/edgecache.toml")
+CONFIG_ENV = "EDGECACHE_CONFIG"
+
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 10**3,
+    "kb": 10**3,
+    "m": 10**6,
+    "mb": 10**6,
+    "g": 10**9,
+    "gb": 10**9,
+    "t": 10**12,
+    "tb": 10**12,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
+}
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+
+
+class ConfigError(ValueError):
+    """A setting is missing or invalid; the message names the key."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"{key}: {problem}")
+        self.key = key
+
+
+def parse_size(text: str | int, key: str = "size") -> int:
+    """Parse `500MiB`, `20GiB`, `1.5TB` or a plain byte count into bytes."""
+    if isinstance(text, bool):
+        raise ConfigError(key, f"expected a size such as 20GiB, got {text!r}")
+    if isinstance(text, int):
+        if text < 0:
+            raise ConfigError(key, "must not be negative")
+        return text
+    match = _SIZE_RE.match(str(text))
+    if not match or match.group(2).lower() not in _SIZE_UNITS:
+        raise ConfigError(key, f"expected a size such as 500MiB, 20GiB or 1.5TB, got {text!r}")
+    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "edgecache"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the daemon is configured with; see config/edgecache.toml for each key."""
+
+    upstream: str
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 9292
+    cache_dir: Path = field(default_factory=default_cache_dir)
+    max_size: int = 20 * 2**30
+    chunk_size: int = 4 * 2**20
+    verify_reads: bool = True
+    fill_retries: int = 5
+    connect_timeout: float = 5.0
+    read_timeout: float = 30.0
+    log_level: str = "info"
+
+    @property
+    def upstream_url(self) -> str:
+        return self.upstream.rstrip("/")
+
+
+# TOML layout: section -> {toml key -> Settings attribute}
+_TOML_KEYS: dict[str, dict[str, str]] = {
+    "upstream": {
+        "url": "upstream",
+        "connect_timeout": "connect_timeout",
+        "read_timeout": "read_timeout",
+        "fill_retries": "fill_retries",
+    },
+    "server": {"listen": "listen", "log_level": "log_level"},
+    "cache": {
+        "dir": "cache_dir",
+        "max_size": "max_size",
+        "chunk_size": "chunk_size",
+        "verify_reads": "verify_reads",
+    },
+}
+_LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def _flatten_toml(document: dict[str, Any]) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for section, table in document.items():
+        if section not in _TOML_KEYS:
+            raise ConfigError(section, f"unknown section (known: {', '.join(_TOML_KEYS)})")
+        if not isinstance(table, dict):
+            raise ConfigError(section, "must be a table")
+        for key, value in table.items():
+            if key not in _TOML_KEYS[section]:
+                raise ConfigError(f"{section}.{key}", "unknown setting")
+            flat[_TOML_KEYS[section][key]] = (f"{section}.{key}", value)
+    return flat
+
+
+def _parse_listen(text: str, key: str) -> tuple[str, int]:
+    host, sep, port = str(text).rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(key, f"expected HOST:PORT, got {text!r}")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def _check_url(text: Any, key: str) -> str:
+    parts = urlsplit(str(text))
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(key, f"expected an http(s) URL, got {text!r}")
+    return str(text)
+
+
+def _coerce(attr: str, key: str, value: Any) -> dict[str, Any]:
+    """Turn one raw value into Settings attributes, or raise ConfigError naming `key`."""
+    if attr == "listen":
+        host, port = _parse_listen(value, key)
+        return {"listen_host": host, "listen_port": port}
+    if attr == "upstream":
+        return {attr: _check_url(value, key)}
+    if attr == "cache_dir":
+        return {attr: Path(str(value)).expanduser()}
+    if attr in ("max_size", "chunk_size"):
+        size = parse_size(value, key)
+        if attr == "chunk_size" and not 64 * 2**10 <= size <= 256 * 2**20:
+            raise ConfigError(key, "must be between 64KiB and 256MiB")
+        return {attr: size}
+    if attr == "verify_reads":
+        if not isinstance(value, bool):
+            raise ConfigError(key, f"expected true or false, got {value!r}")
+        return {attr: value}
+    if attr == "fill_retries":
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(key, f"expected a whole number >= 0, got {value!r}")
+        return {attr: value}
+    if attr in ("connect_timeout", "read_timeout"):
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            raise ConfigError(key, f"expected a number of seconds > 0, got {value!r}")
+        return {attr: float(value)}
+    if attr == "log_level":
+        if str(value).lower() not in _LOG_LEVELS:
+            raise ConfigError(key, f"expected one of {', '.join(_LOG_LEVELS)}, got {value!r}")
+        return {attr: str(value).lower()}
+    raise ConfigError(key, "unknown setting")
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except OSError as exc:
+        raise ConfigError("config", f"cannot read {path}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("config", f"{path} is not valid TOML: {exc}") from exc
+
+
+def resolve_config_path(explicit: str | None) -> Path | None:
+    """The file named by --config, else $EDGECACHE_CONFIG, else the default if it exists."""
+    if explicit:
+        return Path(explicit)
+    if os.environ.get(CONFIG_ENV):
+        return Path(os.environ[CONFIG_ENV])
+    return DEFAULT_CONFIG_PATH if DEFAULT_CONFIG_PATH.exists() else None
+
+
+def load_settings(config_path: Path | None, overrides: dict[str, Any]) -> Settings:
+    """Build Settings from the TOML file (if any) with `overrides` (flag name -> value) on top.
+
+    Override keys use the flag's name (`upstream`, `listen`, `cache_dir`, `max_size`).
+    """
+    raw: dict[str, tuple[str, Any]] = {}
+    if config_path is not None:
+        raw.update(_flatten_toml(read_toml(config_path)))
+    for attr, value in overrides.items():
+        if value is not None:
+            raw[attr] = (f"--{attr.replace('_', '-')}", value)
+    values: dict[str, Any] = {}
+    for attr, (key, value) in raw.items():
+        values.update(_coerce(attr, key, value))
+    if "upstream" not in values:
+        raise ConfigError("upstream.url", "no upstream Glance given (set it or pass --upstream)")
+    known = {f.name for f in fields(Settings)}
+    return Settings(**{k: v for k, v in values.items() if k in known})

@@ -1,0 +1,1 @@
+"""The on-disk cache: index (sqlite), blob files, single-flight fills, eviction."""

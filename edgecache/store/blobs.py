@@ -1,0 +1,124 @@
+"""On-disk layout of image copies and the operations that keep it consistent.
+
+    <cache_dir>/incoming/<id>.part   a fill in progress (never served after a restart)
+    <cache_dir>/blobs/<id>           a verified copy, named in the index
+    <cache_dir>/quarantine/<id>.<t>  a copy whose chunk hashes stopped matching
+
+A copy becomes visible by fsync, rename, fsync of the directory, then the index row; so after a
+crash at any moment a file in blobs/ without a row, or a row without its file, is an orphan that
+`reconcile` removes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+from edgecache.store.digests import CHUNK_DIGEST_SIZE, VERIFY_SLICE, file_chunk_digest
+from edgecache.store.index import BlobEntry, Index
+
+log = logging.getLogger(__name__)
+
+
+class BlobCorrupt(Exception):
+    """A stored chunk no longer matches the digest recorded when it was verified."""
+
+    def __init__(self, image_id: str, chunk: int) -> None:
+        super().__init__(f"image {image_id}: chunk {chunk} does not match its recorded hash")
+        self.image_id = image_id
+        self.chunk = chunk
+
+
+class BlobStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.blobs_dir = root / "blobs"
+        self.incoming_dir = root / "incoming"
+        self.quarantine_dir = root / "quarantine"
+        self.index_path = root / "index.sqlite"
+        self._readers: Counter[str] = Counter()
+
+    def prepare(self) -> None:
+        """Create the layout and drop partial fills left by a previous process."""
+        for directory in (self.blobs_dir, self.incoming_dir, self.quarantine_dir):
+            directory.mkdir(parents=True, exist_ok=True)
+        for stale in self.incoming_dir.iterdir():
+            log.info("discarding unfinished fill %s from a previous run", stale.name)
+            stale.unlink(missing_ok=True)
+
+    async def reconcile(self, index: Index) -> None:
+        """Make index and files agree: drop rows without a whole file and files without a row."""
+        entries = {entry.image_id: entry for entry in await index.all()}
+        for image_id, entry in entries.items():
+            path = self.blob_path(image_id)
+            try:
+                size = path.stat().st_size
+            except FileNotFoundError:
+                size = -1
+            if size != entry.size:
+                log.warning("index names %s but its file is missing or wrong; dropping", image_id)
+                await index.remove(image_id)
+                path.unlink(missing_ok=True)
+        for path in self.blobs_dir.iterdir():
+            if path.name not in entries:
+                log.info("removing %s: not committed to the index", path.name)
+                path.unlink(missing_ok=True)
+
+    def blob_path(self, image_id: str) -> Path:
+        return self.blobs_dir / image_id
+
+    def partial_path(self, image_id: str) -> Path:
+        return self.incoming_dir / f"{image_id}.part"
+
+    def commit(self, image_id: str, fd: int) -> None:
+        """Make a finished partial file durable and move it into place (blocking)."""
+        os.fsync(fd)
+        os.replace(self.partial_path(image_id), self.blob_path(image_id))
+        _fsync_dir(self.blobs_dir)
+
+    def delete(self, image_id: str) -> None:
+        self.blob_path(image_id).unlink(missing_ok=True)
+
+    def quarantine(self, image_id: str) -> None:
+        target = self.quarantine_dir / f"{image_id}.{int(time.time())}"
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(self.blob_path(image_id), target)
+            log.error("quarantined corrupt copy of %s as %s", image_id, target)
+
+    @contextlib.contextmanager
+    def reading(self, image_id: str) -> Iterator[None]:
+        """Mark a blob in use so eviction leaves it alone."""
+        self._readers[image_id] += 1
+        try:
+            yield
+        finally:
+            self._readers[image_id] -= 1
+            if not self._readers[image_id]:
+                del self._readers[image_id]
+
+    def in_use(self, image_id: str) -> bool:
+        return self._readers[image_id] > 0
+
+
+def verify_chunks(fd: int, entry: BlobEntry, first: int, last: int) -> None:
+    """Re-hash chunks `first`..`last` (inclusive) of an open blob; raise BlobCorrupt (blocking)."""
+    buffer = bytearray(min(VERIFY_SLICE, entry.chunk_size))
+    for chunk in range(first, last + 1):
+        start = chunk * entry.chunk_size
+        length = min(entry.chunk_size, entry.size - start)
+        expected = entry.chunk_digests[chunk * CHUNK_DIGEST_SIZE : (chunk + 1) * CHUNK_DIGEST_SIZE]
+        if file_chunk_digest(fd, start, length, buffer) != expected:
+            raise BlobCorrupt(entry.image_id, chunk)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

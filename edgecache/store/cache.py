@@ -1,0 +1,123 @@
+"""The image cache as the HTTP layer sees it: look up, read verified, fill, evict."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import IO
+
+from edgecache.config import Settings
+from edgecache.images import ImageRecord
+from edgecache.metrics import Metrics
+from edgecache.store.blobs import BlobCorrupt, BlobStore, verify_chunks
+from edgecache.store.evict import Evictor
+from edgecache.store.fill import Fill, FillManager
+from edgecache.store.index import BlobEntry, Index
+from edgecache.upstream import Upstream
+
+log = logging.getLogger(__name__)
+
+
+class ImageCache:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        store: BlobStore,
+        index: Index,
+        evictor: Evictor,
+        fills: FillManager,
+        metrics: Metrics,
+        executor: ThreadPoolExecutor,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.index = index
+        self.evictor = evictor
+        self.fills = fills
+        self._metrics = metrics
+        self._executor = executor
+
+    @classmethod
+    async def open(cls, settings: Settings, upstream: Upstream, metrics: Metrics) -> ImageCache:
+        store = BlobStore(Path(settings.cache_dir))
+        executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="edgecache-io")
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(executor, store.prepare)
+        index = await Index.open(store.index_path)
+        await store.reconcile(index)
+        evictor = Evictor(
+            max_size=settings.max_size,
+            index=index,
+            store=store,
+            metrics=metrics,
+            executor=executor,
+        )
+        fills = FillManager(
+            store=store,
+            index=index,
+            upstream=upstream,
+            evictor=evictor,
+            metrics=metrics,
+            executor=executor,
+            chunk_size=settings.chunk_size,
+            retries=settings.fill_retries,
+        )
+        return cls(
+            settings=settings,
+            store=store,
+            index=index,
+            evictor=evictor,
+            fills=fills,
+            metrics=metrics,
+            executor=executor,
+        )
+
+    async def close(self) -> None:
+        await self.fills.close()
+        await self.index.close()
+        self._executor.shutdown(wait=True)
+
+    async def lookup(self, image: ImageRecord) -> BlobEntry | None:
+        """The verified copy of exactly this image, if one is stored."""
+        entry = await self.index.get(image.id)
+        if entry is None:
+            return None
+        if entry.size != image.size or (
+            entry.hash_value != image.hash_value or entry.checksum != image.checksum
+        ):
+            log.warning("stored copy of %s no longer matches Glance's record; dropping", image.id)
+            await self.evictor.remove(image.id)
+            return None
+        return entry
+
+    def open_blob(self, entry: BlobEntry) -> IO[bytes]:
+        """Open a stored copy; FileNotFoundError if it was evicted meanwhile."""
+        return self.store.blob_path(entry.image_id).open("rb", buffering=0)
+
+    async def verify(self, blob: IO[bytes], entry: BlobEntry, start: int, end: int) -> None:
+        """Re-hash the chunks covering bytes [start, end); on mismatch quarantine and raise."""
+        if not self.settings.verify_reads or end <= start:
+            return
+        first, last = start // entry.chunk_size, (end - 1) // entry.chunk_size
+        try:
+            await asyncio.get_running_loop().run_in_executor(
+                self._executor, verify_chunks, blob.fileno(), entry, first, last
+            )
+        except BlobCorrupt:
+            self._metrics.corrupt_blobs.inc()
+            await self.index.remove(entry.image_id)
+            self.store.quarantine(entry.image_id)
+            raise
+
+    async def record_hit(self, image_id: str) -> None:
+        await self.index.record_hit(image_id)
+
+    async def fill(self, image: ImageRecord, identity: Mapping[str, str]) -> Fill | None:
+        return await self.fills.start(image, identity)
+
+    def filling(self, image_id: str) -> Fill | None:
+        return self.fills.current(image_id)

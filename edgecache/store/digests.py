@@ -1,0 +1,89 @@
+"""Hashing of image bytes: xxh3 per fixed-size chunk, Glance's own digests over the whole."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import xxhash
+
+from edgecache.images import ImageRecord
+
+CHUNK_DIGEST_SIZE = 16  # xxh3_128
+VERIFY_SLICE = 1 << 20  # re-hashing reads this much at a time, to keep memory flat
+
+
+def chunk_digest(data: bytes | memoryview) -> bytes:
+    return xxhash.xxh3_128_digest(data)
+
+
+def file_chunk_digest(fd: int, start: int, length: int, buffer: bytearray) -> bytes | None:
+    """xxh3 of `length` bytes of an open file read through `buffer`; None if the file is short."""
+    hasher = xxhash.xxh3_128()
+    view = memoryview(buffer)
+    done = 0
+    while done < length:
+        got = os.preadv(fd, [view[: min(len(buffer), length - done)]], start + done)
+        if got <= 0:
+            return None
+        hasher.update(view[:got])
+        done += got
+    return hasher.digest()
+
+
+class ChunkHasher:
+    """Splits a byte stream into `chunk_size` chunks and records each chunk's xxh3 digest."""
+
+    def __init__(self, chunk_size: int) -> None:
+        self.chunk_size = chunk_size
+        self._current = xxhash.xxh3_128()
+        self._filled = 0
+        self._digests = bytearray()
+
+    def update(self, data: bytes | memoryview) -> None:
+        view = memoryview(data)
+        while view:
+            take = min(len(view), self.chunk_size - self._filled)
+            self._current.update(view[:take])
+            self._filled += take
+            view = view[take:]
+            if self._filled == self.chunk_size:
+                self._close_chunk()
+
+    def _close_chunk(self) -> None:
+        self._digests += self._current.digest()
+        self._current = xxhash.xxh3_128()
+        self._filled = 0
+
+    def finish(self) -> bytes:
+        """Packed digests of every chunk, the last one possibly short."""
+        if self._filled:
+            self._close_chunk()
+        return bytes(self._digests)
+
+
+class ImageDigest:
+    """Glance's md5 `checksum` and `os_hash_value` computed over a whole image."""
+
+    def __init__(self, image: ImageRecord) -> None:
+        self._image = image
+        self._md5 = hashlib.md5(usedforsecurity=False) if image.checksum else None
+        self._multihash = (
+            hashlib.new(image.hash_algo) if image.hash_algo and image.hash_value else None
+        )
+
+    def update(self, data: bytes | memoryview) -> None:
+        if self._md5 is not None:
+            self._md5.update(data)
+        if self._multihash is not None:
+            self._multihash.update(data)
+
+    def mismatch(self) -> str | None:
+        """None when every digest Glance published matches, else what differs."""
+        if self._md5 is None and self._multihash is None:
+            return "Glance published no checksum for this image"
+        if self._md5 is not None and self._md5.hexdigest() != self._image.checksum:
+            return f"md5 {self._md5.hexdigest()} != checksum {self._image.checksum}"
+        if self._multihash is not None and self._multihash.hexdigest() != self._image.hash_value:
+            return f"{self._image.hash_algo} differs from os_hash_value"
+        return None

@@ -1,0 +1,73 @@
+"""Size-capped LRU eviction; space for a fill is reserved before it starts.
+
+Blobs being read are skipped (the blob store counts readers) and fills are not in the index
+until committed, so neither can be evicted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import Executor
+
+from edgecache.metrics import Metrics
+from edgecache.store.blobs import BlobStore
+from edgecache.store.index import Index
+
+log = logging.getLogger(__name__)
+
+
+class Evictor:
+    def __init__(
+        self, *, max_size: int, index: Index, store: BlobStore, metrics: Metrics, executor: Executor
+    ) -> None:
+        self.max_size = max_size
+        self._index = index
+        self._store = store
+        self._metrics = metrics
+        self._executor = executor
+        self._reserved: dict[str, int] = {}
+        self._lock = asyncio.Lock()
+
+    async def reserve(self, image_id: str, size: int) -> bool:
+        """Make room for `size` more bytes and hold it for `image_id`; False if impossible."""
+        async with self._lock:
+            if size > self.max_size:
+                return False
+            used = await self._index.total_size() + sum(self._reserved.values())
+            excess = used + size - self.max_size
+            if excess > 0 and await self._evict(excess) < excess:
+                return False
+            self._reserved[image_id] = size
+            return True
+
+    def release(self, image_id: str) -> None:
+        self._reserved.pop(image_id, None)
+
+    async def remove(self, image_id: str) -> bool:
+        """Drop one blob on request (admin); refused while it is being read."""
+        async with self._lock:
+            if self._store.in_use(image_id) or await self._index.get(image_id) is None:
+                return False
+            await self._drop(image_id)
+            return True
+
+    async def _evict(self, wanted: int) -> int:
+        freed = 0
+        for image_id, size in await self._index.eviction_order():
+            if freed >= wanted:
+                break
+            if self._store.in_use(image_id):
+                continue
+            await self._drop(image_id)
+            self._metrics.evictions.inc()
+            log.info("evicted image %s (%d bytes) to stay under max_size", image_id, size)
+            freed += size
+        return freed
+
+    async def _drop(self, image_id: str) -> None:
+        # Row first: a crash in between leaves an orphan file, which start-up removes.
+        await self._index.remove(image_id)
+        await asyncio.get_running_loop().run_in_executor(
+            self._executor, self._store.delete, image_id
+        )

@@ -1,0 +1,82 @@
+"""Fixtures as factories: a fake Glance, and edgecache instances in front of it."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from edgecache.app import create_app
+from edgecache.config import Settings
+from tests.fakeglance import FakeGlance
+
+MiB = 1 << 20
+
+
+@pytest.fixture
+def glance() -> FakeGlance:
+    return FakeGlance()
+
+
+@pytest.fixture
+async def glance_url(glance: FakeGlance) -> AsyncIterator[str]:
+    server = TestServer(glance.app, host="127.0.0.1")
+    await server.start_server()
+    yield str(server.make_url("")).rstrip("/")
+    await server.close()
+
+
+@pytest.fixture
+def cache_dir(tmp_path: Path) -> Path:
+    return tmp_path / "cache"
+
+
+@pytest.fixture
+def make_settings(glance_url: str, cache_dir: Path) -> Callable[..., Settings]:
+    def factory(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "upstream": glance_url,
+            "cache_dir": cache_dir,
+            "chunk_size": 256 * 1024,
+            "max_size": 64 * MiB,
+            "fill_retries": 3,
+            "read_timeout": 5.0,
+        }
+        values.update(overrides)
+        return Settings(**values)
+
+    return factory
+
+
+EdgecacheFactory = Callable[..., Awaitable[TestClient]]
+
+
+@pytest.fixture
+async def make_edgecache(
+    make_settings: Callable[..., Settings],
+) -> AsyncIterator[EdgecacheFactory]:
+    """Start edgecache instances (same cache dir unless told otherwise); all closed at the end."""
+    clients: list[TestClient] = []
+
+    async def factory(**overrides: Any) -> TestClient:
+        client = TestClient(TestServer(create_app(make_settings(**overrides)), host="127.0.0.1"))
+        await client.start_server()
+        clients.append(client)
+        return client
+
+    yield factory
+    for client in clients:
+        await client.close()
+
+
+@pytest.fixture
+async def edgecache(make_edgecache: EdgecacheFactory) -> TestClient:
+    return await make_edgecache()
+
+
+def random_bytes(size: int) -> bytes:
+    return os.urandom(size)

@@ -1,0 +1,229 @@
+"""An in-process Glance v2 stand-in for unit tests: just enough API, and fault injection.
+
+It decides access the way Glance does (token -> project; public, community, shared, private),
+answers errors in Glance's JSON shape, and counts what edgecache asks of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Any
+
+from aiohttp import web
+
+ADMIN_TOKEN = "admin-token"
+
+
+@dataclass
+class Faults:
+    """What the next data requests for one image will suffer. Lists are consumed in order."""
+
+    cut_at: list[int] = field(default_factory=list)  # close the stream after this many bytes
+    status: list[int | None] = field(default_factory=list)  # answer this status (None: don't)
+    ignore_range: bool = False  # answer Range requests with the whole image (200)
+    hold_at: int | None = None  # pause the stream at this offset until `release` is set
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+    reached_hold: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass
+class FakeImage:
+    id: str
+    data: bytes
+    owner: str
+    visibility: str = "private"
+    status: str = "active"
+    name: str = "image"
+    members: dict[str, str] = field(default_factory=dict)  # project -> member status
+    checksum: str | None = None
+    hash_value: str | None = None
+    hash_algo: str = "sha512"
+    faults: Faults = field(default_factory=Faults)
+
+    def __post_init__(self) -> None:
+        if self.checksum is None:
+            self.checksum = hashlib.md5(self.data, usedforsecurity=False).hexdigest()
+        if self.hash_value is None:
+            self.hash_value = hashlib.new(self.hash_algo, self.data).hexdigest()
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "status": self.status,
+            "visibility": self.visibility,
+            "owner": self.owner,
+            "size": len(self.data) if self.status == "active" else None,
+            "checksum": self.checksum,
+            "os_hash_algo": self.hash_algo,
+            "os_hash_value": self.hash_value,
+            "disk_format": "raw",
+            "container_format": "bare",
+            "tags": [],
+            "self": f"/v2/images/{self.id}",
+            "file": f"/v2/images/{self.id}/file",
+            "schema": "/v2/schemas/image",
+        }
+
+
+def _error(status: int, message: str) -> web.Response:
+    phrase = HTTPStatus(status).phrase
+    return web.json_response(
+        {"message": message, "code": f"{status} {phrase}", "title": phrase}, status=status
+    )
+
+
+class FakeGlance:
+    def __init__(self) -> None:
+        self.images: dict[str, FakeImage] = {}
+        self.tokens: dict[str, str] = {ADMIN_TOKEN: "admin-project"}
+        self.data_requests: Counter[str] = Counter()
+        self.metadata_requests: Counter[str] = Counter()
+        self.requests: list[tuple[str, str, dict[str, str]]] = []
+        self.uploads: dict[str, int] = {}
+        self.app = web.Application(client_max_size=0)
+        self.app.router.add_get("/", self._versions)
+        self.app.router.add_get("/versions", self._versions)
+        self.app.router.add_get("/v2/images", self._list)
+        self.app.router.add_get("/v2/images/{id}", self._show)
+        self.app.router.add_get("/v2/images/{id}/file", self._download)
+        self.app.router.add_put("/v2/images/{id}/file", self._upload)
+        self.app.router.add_get("/v2/schemas/image", self._schema)
+
+    # --- test set-up helpers -------------------------------------------------------------
+    def add_project(self, project: str) -> str:
+        token = f"token-{project}-{uuid.uuid4().hex[:8]}"
+        self.tokens[token] = project
+        return token
+
+    def add_image(self, data: bytes, owner: str, **fields: Any) -> FakeImage:
+        image = FakeImage(id=str(uuid.uuid4()), data=data, owner=owner, **fields)
+        self.images[image.id] = image
+        return image
+
+    # --- access decisions ----------------------------------------------------------------
+    def _caller(self, request: web.Request) -> str | None:
+        self.requests.append((request.method, request.path_qs, dict(request.headers)))
+        return self.tokens.get(request.headers.get("X-Auth-Token", ""))
+
+    def _visible(self, image: FakeImage, project: str) -> bool:
+        if project == "admin-project" or image.owner == project:
+            return True
+        if image.visibility in ("public", "community"):
+            return True
+        return image.visibility == "shared" and project in image.members
+
+    def _lookup(self, request: web.Request) -> FakeImage | web.Response:
+        project = self._caller(request)
+        if project is None:
+            return _error(401, "The request you have made requires authentication.")
+        image = self.images.get(request.match_info["id"])
+        if image is None or not self._visible(image, project):
+            return _error(404, f"No image found with ID {request.match_info['id']}")
+        return image
+
+    # --- handlers ------------------------------------------------------------------------
+    async def _versions(self, request: web.Request) -> web.Response:
+        base = f"http://{request.host}"
+        doc = {
+            "versions": [
+                {
+                    "id": "v2.17",
+                    "status": "CURRENT",
+                    "links": [{"rel": "self", "href": f"{base}/v2/"}],
+                },
+                {
+                    "id": "v2.0",
+                    "status": "SUPPORTED",
+                    "links": [{"rel": "self", "href": f"{base}/v2/"}],
+                },
+            ]
+        }
+        return web.json_response(doc, status=300 if request.path == "/" else 200)
+
+    async def _schema(self, request: web.Request) -> web.Response:
+        return web.json_response({"name": "image", "properties": {}})
+
+    async def _list(self, request: web.Request) -> web.Response:
+        project = self._caller(request)
+        if project is None:
+            return _error(401, "The request you have made requires authentication.")
+        visible = [
+            image.record()
+            for image in self.images.values()
+            if self._visible(image, project) and image.visibility != "community"
+        ]
+        return web.json_response(
+            {"images": visible, "first": "/v2/images", "schema": "/v2/schemas/images"}
+        )
+
+    async def _show(self, request: web.Request) -> web.Response:
+        found = self._lookup(request)
+        if isinstance(found, web.Response):
+            return found
+        self.metadata_requests[found.id] += 1
+        return web.json_response(found.record())
+
+    async def _download(self, request: web.Request) -> web.StreamResponse:
+        found = self._lookup(request)
+        if isinstance(found, web.Response):
+            return found
+        image = found
+        self.data_requests[image.id] += 1
+        faults = image.faults
+        injected = faults.status.pop(0) if faults.status else None
+        if injected is not None:
+            return _error(injected, "injected failure")
+        start, status = 0, 200
+        response = web.StreamResponse()
+        range_header = request.headers.get("Range")
+        if range_header and not faults.ignore_range:
+            first, _, last = range_header.removeprefix("bytes=").partition("-")
+            start = int(first)
+            end = int(last) + 1 if last else len(image.data)
+            if start >= len(image.data):
+                return _error(416, "Requested range not satisfiable")
+            status = 206
+            response.headers["Content-Range"] = f"bytes {start}-{end - 1}/{len(image.data)}"
+        else:
+            end = len(image.data)
+        response.set_status(status)
+        response.content_type = "application/octet-stream"
+        response.content_length = end - start
+        response.headers["Content-MD5"] = image.checksum or ""
+        await response.prepare(request)
+        cut = faults.cut_at.pop(0) if faults.cut_at else None
+        position = start
+        while position < end:
+            stop = min(end, position + 65536)
+            if faults.hold_at is not None and position <= faults.hold_at < stop:
+                await response.write(image.data[position : faults.hold_at])
+                position = faults.hold_at
+                faults.reached_hold.set()
+                await faults.release.wait()
+                faults.hold_at = None
+                continue
+            if cut is not None and position <= cut < stop:
+                await response.write(image.data[position:cut])
+                assert request.transport is not None
+                request.transport.close()
+                return response
+            await response.write(image.data[position:stop])
+            position = stop
+        await response.write_eof()
+        return response
+
+    async def _upload(self, request: web.Request) -> web.Response:
+        project = self._caller(request)
+        if project is None:
+            return _error(401, "The request you have made requires authentication.")
+        received = 0
+        async for piece in request.content.iter_any():
+            received += len(piece)
+        self.uploads[request.match_info["id"]] = received
+        return web.Response(status=204)

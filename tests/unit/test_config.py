@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edgecache.cli import main
+from edgecache.config import ConfigError, load_settings, parse_size
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("500MiB", 500 * 2**20),
+        ("20GiB", 20 * 2**30),
+        ("1.5TB", 1_500_000_000_000),
+        ("1024", 1024),
+        (4096, 4096),
+        ("10 kib", 10240),
+    ],
+)
+def test_sizes(text: str | int, expected: int) -> None:
+    assert parse_size(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "lots", "5XB", "-1GiB", "1..5GB"])
+def test_bad_sizes_name_the_key(text: str) -> None:
+    with pytest.raises(ConfigError, match=r"^cache\.max_size: "):
+        parse_size(text, "cache.max_size")
+
+
+def test_toml_then_flags(tmp_path: Path) -> None:
+    config = tmp_path / "edgecache.toml"
+    config.write_text(
+        '[upstream]\nurl = "http://glance:9292"\nread_timeout = 12\n'
+        '[server]\nlisten = "0.0.0.0:9000"\n'
+        '[cache]\ndir = "/var/cache/x"\nmax_size = "2GiB"\nverify_reads = false\n'
+    )
+    settings = load_settings(config, {"listen": "127.0.0.2:9393", "max_size": None})
+    assert settings.upstream == "http://glance:9292"
+    assert (settings.listen_host, settings.listen_port) == ("127.0.0.2", 9393)
+    assert settings.max_size == 2 * 2**30
+    assert settings.read_timeout == 12.0
+    assert settings.verify_reads is False
+    assert str(settings.cache_dir) == "/var/cache/x"
+
+
+def test_upstream_flag_is_enough() -> None:
+    settings = load_settings(None, {"upstream": "https://region.example:9292/image"})
+    assert settings.upstream_url == "https://region.example:9292/image"
+    assert (settings.listen_host, settings.listen_port) == ("127.0.0.1", 9292)
+
+
+@pytest.mark.parametrize(
+    ("toml", "key"),
+    [
+        ('[upstream]\nurl = "ftp://x"\n', "upstream.url"),
+        ('[upstream]\nurl = "http://x"\n[cache]\nmax_size = "big"\n', "cache.max_size"),
+        ('[upstream]\nurl = "http://x"\n[cache]\nchunk_size = "1KiB"\n', "cache.chunk_size"),
+        ('[upstream]\nurl = "http://x"\n[server]\nlisten = "nowhere"\n', "server.listen"),
+        ('[upstream]\nurl = "http://x"\ncolour = "blue"\n', "upstream.colour"),
+        ('[upstream]\nurl = "http://x"\n[cash]\n', "cash"),
+        ("[cache]\n", "upstream.url"),
+        ("not toml [", "config"),
+    ],
+)
+def test_bad_config_names_the_key(tmp_path: Path, toml: str, key: str) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text(toml)
+    with pytest.raises(ConfigError) as raised:
+        load_settings(config, {})
+    assert raised.value.key == key
+
+
+def test_cli_bad_setting_exits_2_with_one_line(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgecache",
+            "serve",
+            "--upstream",
+            "http://x",
+            "--max-size",
+            "a lot",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert "--max-size" in lines[0]
+
+
+def test_cli_missing_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--config", str(tmp_path / "absent.toml")]) == 2
+    assert "cannot read" in capsys.readouterr().err
