@@ -19,7 +19,9 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     aiohttp.ClientPayloadError,
     TimeoutError,
 )
-_READ_BUFFER = 4 << 20  # large socket reads keep per-piece overhead low on fast links
+# Pieces this large keep per-piece overhead low on fast links; what is buffered when a stream
+# breaks is lost (aiohttp drops it), so it is not larger.
+_READ_BUFFER = 1 << 20
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ async def passthrough(request: web.Request) -> web.StreamResponse:
         ) as upstream:
             response.set_status(upstream.status, upstream.reason)
             response.headers.extend(forwardable(upstream.headers))
+            response.headers["X-Edgecache-Source"] = "upstream"
             if upstream.content_length is not None:
                 response.content_length = upstream.content_length
             await response.prepare(request)
