@@ -85,7 +85,7 @@ class Settings:
 
 
 # TOML layout: section -> {toml key -> Settings attribute}
-_TOML_KEYS: dict[str, dict[str, str]] = {
+TOML_KEYS: dict[str, dict[str, str]] = {
     "upstream": {
         "url": "upstream",
         "connect_timeout": "connect_timeout",
@@ -106,14 +106,14 @@ _LOG_LEVELS = ("debug", "info", "warning", "error")
 def _flatten_toml(document: dict[str, Any]) -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for section, table in document.items():
-        if section not in _TOML_KEYS:
-            raise ConfigError(section, f"unknown section (known: {', '.join(_TOML_KEYS)})")
+        if section not in TOML_KEYS:
+            raise ConfigError(section, f"unknown section (known: {', '.join(TOML_KEYS)})")
         if not isinstance(table, dict):
             raise ConfigError(section, "must be a table")
         for key, value in table.items():
-            if key not in _TOML_KEYS[section]:
+            if key not in TOML_KEYS[section]:
                 raise ConfigError(f"{section}.{key}", "unknown setting")
-            flat[_TOML_KEYS[section][key]] = (f"{section}.{key}", value)
+            flat[TOML_KEYS[section][key]] = (f"{section}.{key}", value)
     return flat
 
 

@@ -1,7 +1,8 @@
 """The cache index: one sqlite database (WAL) reached through aiosqlite.
 
 A row in `blobs` exists only for a file that was fully verified and renamed into place, so
-the index never names an unverified copy.
+the index never names an unverified copy. WAL with synchronous=NORMAL: a power cut may lose the
+newest rows, which only turns their files into orphans that start-up removes.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ class Index:
     async def open(cls, path: Path) -> Index:
         connection = await aiosqlite.connect(path)
         await connection.execute("PRAGMA journal_mode=WAL")
-        await connection.execute("PRAGMA synchronous=FULL")
+        await connection.execute("PRAGMA synchronous=NORMAL")
         await connection.executescript(_SCHEMA)
         await connection.commit()
         return cls(connection)

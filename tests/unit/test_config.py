@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from edgecache.cli import main
-from edgecache.config import ConfigError, load_settings, parse_size
+from edgecache.config import TOML_KEYS, ConfigError, load_settings, parse_size
 
 
 @pytest.mark.parametrize(
@@ -100,3 +100,14 @@ def test_cli_bad_setting_exits_2_with_one_line(tmp_path: Path) -> None:
 def test_cli_missing_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["serve", "--config", str(tmp_path / "absent.toml")]) == 2
     assert "cannot read" in capsys.readouterr().err
+
+
+def test_example_config_documents_every_setting() -> None:
+    example = Path(__file__).parents[2] / "config" / "edgecache.toml"
+    settings = load_settings(example, {})
+    text = example.read_text()
+    for section, keys in TOML_KEYS.items():
+        assert f"[{section}]" in text
+        for key in keys:
+            assert f"\n{key} = " in text, f"{section}.{key} is not in the example"
+    assert settings.upstream.startswith("http")

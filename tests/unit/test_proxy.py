@@ -98,9 +98,7 @@ async def test_cached_bytes_go_only_to_callers_glance_allows(
 ) -> None:
     owner = glance.add_project("p1")
     other = glance.add_project("p2")
-    image = glance.add_image(
-        random_bytes(MiB), owner="p1", visibility=visibility, members=members
-    )
+    image = glance.add_image(random_bytes(MiB), owner="p1", visibility=visibility, members=members)
     url = f"/v2/images/{image.id}/file"
     async with edgecache.get(url, headers={"X-Auth-Token": owner}) as resp:
         assert await resp.read() == image.data
