@@ -31,7 +31,7 @@ async def test_list_passes_query_and_identity_through(
         assert resp.status == 200
         body = await resp.json()
     assert [image["name"] for image in body["images"]] == ["mine"]
-    method, path_qs, upstream_headers = glance.requests[-1]
+    _method, path_qs, upstream_headers = glance.requests[-1]
     assert path_qs == "/v2/images?limit=5&sort_key=name&visibility=private"
     assert upstream_headers["X-Auth-Token"] == token
     assert upstream_headers["X-Openstack-Request-Id"] == "req-abc"
