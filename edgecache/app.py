@@ -37,7 +37,7 @@ def create_app(settings: Settings) -> web.Application:
 
 async def _components(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    upstream = Upstream(settings)
+    upstream = Upstream(settings, app[METRICS])
     await upstream.start()
     app[UPSTREAM] = upstream
     try:

@@ -74,9 +74,11 @@ class Settings:
     max_size: int = 20 * 2**30
     chunk_size: int = 4 * 2**20
     verify_reads: bool = True
-    fill_retries: int = 5
+    stall_timeout: float = 60.0
     connect_timeout: float = 5.0
     read_timeout: float = 30.0
+    failures_to_offline: int = 2
+    probe_interval: float = 2.0
     log_level: str = "info"
 
     @property
@@ -90,7 +92,9 @@ TOML_KEYS: dict[str, dict[str, str]] = {
         "url": "upstream",
         "connect_timeout": "connect_timeout",
         "read_timeout": "read_timeout",
-        "fill_retries": "fill_retries",
+        "stall_timeout": "stall_timeout",
+        "failures_to_offline": "failures_to_offline",
+        "probe_interval": "probe_interval",
     },
     "server": {"listen": "listen", "log_level": "log_level"},
     "cache": {
@@ -149,11 +153,11 @@ def _coerce(attr: str, key: str, value: Any) -> dict[str, Any]:
         if not isinstance(value, bool):
             raise ConfigError(key, f"expected true or false, got {value!r}")
         return {attr: value}
-    if attr == "fill_retries":
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ConfigError(key, f"expected a whole number >= 0, got {value!r}")
+    if attr == "failures_to_offline":
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(key, f"expected a whole number >= 1, got {value!r}")
         return {attr: value}
-    if attr in ("connect_timeout", "read_timeout"):
+    if attr in ("connect_timeout", "read_timeout", "stall_timeout", "probe_interval"):
         if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
             raise ConfigError(key, f"expected a number of seconds > 0, got {value!r}")
         return {attr: float(value)}

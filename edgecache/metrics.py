@@ -50,5 +50,14 @@ class Metrics:
             "edgecache_evictions", "Blobs evicted to stay under max_size", registry=r
         )
 
+        self.uplink_up = Gauge(
+            "edgecache_uplink_up", "1 while the regional Glance is reachable, else 0", registry=r
+        )
+        self.uplink_changed = Gauge(
+            "edgecache_uplink_last_change_timestamp_seconds",
+            "When the uplink last went up or down (Unix time)",
+            registry=r,
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -43,7 +43,7 @@ def make_settings(glance_url: str, cache_dir: Path) -> Callable[..., Settings]:
             "cache_dir": cache_dir,
             "chunk_size": 256 * 1024,
             "max_size": 64 * MiB,
-            "fill_retries": 3,
+            "stall_timeout": 5.0,
             "read_timeout": 5.0,
         }
         values.update(overrides)

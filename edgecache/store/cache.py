@@ -64,7 +64,7 @@ class ImageCache:
             metrics=metrics,
             executor=executor,
             chunk_size=settings.chunk_size,
-            retries=settings.fill_retries,
+            stall_timeout=settings.stall_timeout,
         )
         return cls(
             settings=settings,

@@ -69,7 +69,7 @@ class Fill:
         self.written = 0
         self.verified = False
         self.error: BaseException | None = None
-        self.failed_attempts = 0
+        self.last_progress = time.monotonic()
         self._fd = fd
         self._chunks = ChunkHasher(chunk_size)
         self._digest = ImageDigest(image)
@@ -105,6 +105,7 @@ class Fill:
 
     def advance(self, count: int) -> None:
         self.written += count
+        self.last_progress = time.monotonic()
         self._notify()
 
     def mismatch(self) -> str | None:
@@ -148,7 +149,7 @@ class FillManager:
         metrics: Metrics,
         executor: Executor,
         chunk_size: int,
-        retries: int,
+        stall_timeout: float,
     ) -> None:
         self._store = store
         self._index = index
@@ -157,7 +158,7 @@ class FillManager:
         self._metrics = metrics
         self._executor = executor
         self._chunk_size = chunk_size
-        self._retries = retries
+        self._stall_timeout = stall_timeout
         self._fills: dict[str, Fill] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -248,8 +249,12 @@ class FillManager:
                 await self._stream(fill, identity)
 
     def _stop_when_stalled(self, fill: Fill) -> Callable[[RetryCallState], bool]:
-        """Give up after `retries` consecutive attempts that brought no new bytes."""
-        return lambda _state: fill.failed_attempts > self._retries
+        """Give up once no byte has arrived for `stall_timeout` seconds."""
+        return lambda _state: self._stalled_for(fill) >= self._stall_timeout
+
+    @staticmethod
+    def _stalled_for(fill: Fill) -> float:
+        return time.monotonic() - fill.last_progress
 
     def _log_resume(self, fill: Fill) -> Callable[[RetryCallState], None]:
         def before_sleep(state: RetryCallState) -> None:
@@ -267,25 +272,24 @@ class FillManager:
     async def _stream(self, fill: Fill, identity: dict[str, str]) -> None:
         loop = asyncio.get_running_loop()
         offset = fill.written
-        try:
-            async with self._upstream.image_data(fill.image.id, identity, offset) as response:
-                skip = self._bytes_to_skip(response, offset)
-                async for piece in response.content.iter_any():
-                    if skip:
-                        dropped = min(skip, len(piece))
-                        piece, skip = piece[dropped:], skip - dropped
-                        if not piece:
-                            continue
-                    if fill.written + len(piece) > fill.size:
-                        raise FillFailed(f"upstream sent more than {fill.size} bytes")
-                    await loop.run_in_executor(self._executor, fill.write, piece)
-                    fill.advance(len(piece))
-                    self._metrics.bytes_fetched.inc(len(piece))
-            if fill.written < fill.size:
-                raise UpstreamShortRead(f"stream ended at byte {fill.written} of {fill.size}")
-        except RESUMABLE_ERRORS:
-            fill.failed_attempts = 1 if fill.written > offset else fill.failed_attempts + 1
-            raise
+        uplink = self._upstream.uplink
+        if not uplink.online:  # ride out a short outage instead of spinning on UplinkDown
+            await uplink.wait_online(self._stall_timeout - self._stalled_for(fill))
+        async with self._upstream.image_data(fill.image.id, identity, offset) as response:
+            skip = self._bytes_to_skip(response, offset)
+            async for piece in response.content.iter_any():
+                if skip:
+                    dropped = min(skip, len(piece))
+                    piece, skip = piece[dropped:], skip - dropped
+                    if not piece:
+                        continue
+                if fill.written + len(piece) > fill.size:
+                    raise FillFailed(f"upstream sent more than {fill.size} bytes")
+                await loop.run_in_executor(self._executor, fill.write, piece)
+                fill.advance(len(piece))
+                self._metrics.bytes_fetched.inc(len(piece))
+        if fill.written < fill.size:
+            raise UpstreamShortRead(f"stream ended at byte {fill.written} of {fill.size}")
 
     @staticmethod
     def _bytes_to_skip(response: aiohttp.ClientResponse, offset: int) -> int:

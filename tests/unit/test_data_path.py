@@ -161,19 +161,37 @@ async def test_resume_when_upstream_ignores_range(
     assert glance.data_requests[image.id] == 2
 
 
-async def test_fill_gives_up_after_bounded_retries_and_aborts_readers(
+async def test_fill_gives_up_when_stalled_and_aborts_readers(
     glance: FakeGlance, make_edgecache: EdgecacheFactory, token: str
 ) -> None:
-    edgecache = await make_edgecache(fill_retries=2)
+    edgecache = await make_edgecache(stall_timeout=0.5, failures_to_offline=100)
     image = glance.add_image(random_bytes(MiB), owner="p1")
     image.faults.cut_at = [100_000]
-    image.faults.status = [None, 503, 503, 503, 503]
+    image.faults.status = [None, *[404] * 50]
     async with edgecache.get(file_url(image), headers={"X-Auth-Token": token}) as resp:
         with pytest.raises(aiohttp.ClientPayloadError):
             await resp.read()
-    # The first request broke after some progress; then two retries brought nothing: stop.
-    assert glance.data_requests[image.id] == 3
+    # The first request broke after some progress; the resume was refused: no more tries.
+    assert glance.data_requests[image.id] == 2
     assert await edgecache.server.app[CACHE].index.get(image.id) is None
+
+
+async def test_short_5xx_burst_is_ridden_out_long_one_aborts(
+    glance: FakeGlance, make_edgecache: EdgecacheFactory, token: str
+) -> None:
+    edgecache = await make_edgecache(stall_timeout=1.0, failures_to_offline=1000)
+    short = glance.add_image(random_bytes(MiB), owner="p1")
+    short.faults.cut_at = [100_000]
+    short.faults.status = [None, 503, 502]
+    assert await download(edgecache, short, token) == short.data
+    endless = glance.add_image(random_bytes(MiB), owner="p1")
+    endless.faults.cut_at = [100_000]
+    endless.faults.status = [None, *[503] * 1000]
+    async with edgecache.get(file_url(endless), headers={"X-Auth-Token": token}) as resp:
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await resp.read()
+    assert 3 <= glance.data_requests[endless.id] < 100  # retried with backoff, then gave up
+    assert await edgecache.server.app[CACHE].index.get(endless.id) is None
 
 
 @pytest.mark.parametrize(
