@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from aiohttp import web
 
 from edgecache.api.data import image_file
+from edgecache.api.metadata import image_list, image_members, image_record, schema
 from edgecache.api.ops import healthz, metrics
 from edgecache.api.proxy import passthrough
 from edgecache.api.versions import versions
-from edgecache.appkeys import CACHE, METRICS, SETTINGS, UPSTREAM
+from edgecache.appkeys import AUTHORITY, CACHE, METRICS, RECALL, SETTINGS, UPSTREAM
+from edgecache.auth import Authority, TokenHasher
 from edgecache.config import Settings
 from edgecache.metrics import Metrics
+from edgecache.recall import Recall
 from edgecache.store.cache import ImageCache
 from edgecache.upstream import Upstream
 
 IMAGE_ID = r"{image_id:[^/]+}"
+TOKEN_KEY_FILE = "token-hash.key"
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -29,6 +34,11 @@ def create_app(settings: Settings) -> web.Application:
     router.add_get("/versions", versions, allow_head=False)
     router.add_get("/healthz", healthz)
     router.add_get("/metrics", metrics, allow_head=False)
+    router.add_get("/v2/images", image_list, allow_head=False)
+    router.add_get(f"/v2/images/{IMAGE_ID}", image_record, allow_head=False)
+    router.add_get(f"/v2/images/{IMAGE_ID}/members", image_members, allow_head=False)
+    router.add_get(f"/v2/images/{IMAGE_ID}/members/{{member_id}}", image_members, allow_head=False)
+    router.add_get("/v2/schemas/{schema:.+}", schema, allow_head=False)
     router.add_route("GET", f"/v2/images/{IMAGE_ID}/file", image_file)
     router.add_route("HEAD", f"/v2/images/{IMAGE_ID}/file", image_file)
     router.add_route("*", "/{tail:.*}", passthrough)
@@ -41,7 +51,17 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
     await upstream.start()
     app[UPSTREAM] = upstream
     try:
-        app[CACHE] = await ImageCache.open(settings, upstream, app[METRICS])
+        cache = await ImageCache.open(settings, upstream, app[METRICS])
+        app[CACHE] = cache
+        app[AUTHORITY] = Authority(
+            decisions=cache.index.decisions,
+            documents=cache.index.documents,
+            hasher=TokenHasher.from_file(Path(settings.cache_dir) / TOKEN_KEY_FILE),
+            ttl=settings.decision_ttl,
+        )
+        app[RECALL] = Recall(
+            upstream=upstream, documents=cache.index.documents, authority=app[AUTHORITY]
+        )
         try:
             yield
         finally:

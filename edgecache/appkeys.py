@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from edgecache.auth import Authority
 from edgecache.config import Settings
 from edgecache.metrics import Metrics
+from edgecache.recall import Recall
 from edgecache.store.cache import ImageCache
 from edgecache.upstream import Upstream
 
@@ -13,3 +15,5 @@ SETTINGS = web.AppKey("settings", Settings)
 METRICS = web.AppKey("metrics", Metrics)
 UPSTREAM = web.AppKey("upstream", Upstream)
 CACHE = web.AppKey("cache", ImageCache)
+AUTHORITY = web.AppKey("authority", Authority)
+RECALL = web.AppKey("recall", Recall)

@@ -79,6 +79,7 @@ class Settings:
     read_timeout: float = 30.0
     failures_to_offline: int = 2
     probe_interval: float = 2.0
+    decision_ttl: float = 12 * 3600.0
     log_level: str = "info"
 
     @property
@@ -97,6 +98,7 @@ TOML_KEYS: dict[str, dict[str, str]] = {
         "probe_interval": "probe_interval",
     },
     "server": {"listen": "listen", "log_level": "log_level"},
+    "offline": {"decision_ttl": "decision_ttl"},
     "cache": {
         "dir": "cache_dir",
         "max_size": "max_size",
@@ -157,7 +159,13 @@ def _coerce(attr: str, key: str, value: Any) -> dict[str, Any]:
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(key, f"expected a whole number >= 1, got {value!r}")
         return {attr: value}
-    if attr in ("connect_timeout", "read_timeout", "stall_timeout", "probe_interval"):
+    if attr in (
+        "connect_timeout",
+        "read_timeout",
+        "stall_timeout",
+        "probe_interval",
+        "decision_ttl",
+    ):
         if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
             raise ConfigError(key, f"expected a number of seconds > 0, got {value!r}")
         return {attr: float(value)}

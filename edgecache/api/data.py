@@ -7,17 +7,17 @@ from collections.abc import Iterator
 
 from aiohttp import web
 
-from edgecache.api.proxy import passthrough, relay, upstream_unreachable
+from edgecache.api.answers import to_response
+from edgecache.api.proxy import passthrough
 from edgecache.api.transfer import abort, data_response, send_file
-from edgecache.appkeys import CACHE, METRICS, UPSTREAM
-from edgecache.errors import glance_error
-from edgecache.headers import identity
+from edgecache.appkeys import AUTHORITY, CACHE, METRICS, RECALL, UPSTREAM
+from edgecache.auth import Caller
 from edgecache.images import ImageRecord, is_image_id
 from edgecache.ranges import ByteRange, RangeNotSatisfiable, parse_range
+from edgecache.recall import refusal, uplink_down
 from edgecache.store.blobs import BlobCorrupt
 from edgecache.store.fill import Fill, FillFailed
 from edgecache.store.index import BlobEntry
-from edgecache.upstream import TRANSIENT_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -26,14 +26,12 @@ async def image_file(request: web.Request) -> web.StreamResponse:
     image_id = request.match_info["image_id"]
     if not is_image_id(image_id):
         return await passthrough(request)
-    caller = identity(request.headers)
-    # Glance decides who may see the image: its answer to the caller's metadata GET.
-    try:
-        answer = await request.app[UPSTREAM].fetch(f"/v2/images/{image_id}", caller)
-    except TRANSIENT_ERRORS:
-        return upstream_unreachable()
+    caller = request.app[AUTHORITY].caller(request.headers)
+    # Glance decides who may see the image: its answer to the caller's metadata GET (or, with
+    # the uplink down, the answer it gave this caller before).
+    answer = await request.app[RECALL].get(f"/v2/images/{image_id}", caller, image_id=image_id)
     if answer.status != 200:
-        return relay(answer)
+        return to_response(answer)
     image = ImageRecord.from_glance(answer.json())
     if not image.cacheable:
         return await passthrough(request)
@@ -41,10 +39,10 @@ async def image_file(request: web.Request) -> web.StreamResponse:
     try:
         byte_range = parse_range(request.headers.get("Range"), image.size)
     except RangeNotSatisfiable:
-        return glance_error(
-            416,
-            "Requested range not satisfiable",
-            {"Content-Range": f"bytes */{image.size}"},
+        return to_response(
+            refusal(
+                416, "Requested range not satisfiable", {"Content-Range": f"bytes */{image.size}"}
+            )
         )
     if request.method == "HEAD":
         return data_response(image, byte_range, "metadata")
@@ -55,7 +53,7 @@ async def _serve(
     request: web.Request,
     image: ImageRecord,
     byte_range: ByteRange | None,
-    caller: dict[str, str],
+    caller: Caller,
 ) -> web.StreamResponse:
     cache = request.app[CACHE]
     metrics = request.app[METRICS]
@@ -67,7 +65,10 @@ async def _serve(
             if response is not None:
                 metrics.data_requests.labels("hit").inc()
                 return response
-        fill = await cache.fill(image, caller)
+        if not request.app[UPSTREAM].uplink.online:
+            metrics.data_requests.labels("unavailable").inc()
+            return to_response(uplink_down(f"the data of image {image.id}"))
+        fill = await cache.fill(image, caller.headers)
     if fill is None or byte_range is not None:
         # Not cacheable now (too big for max_size), or a part of an image not yet cached:
         # Glance answers directly while any fill goes on in the background.

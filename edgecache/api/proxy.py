@@ -6,11 +6,12 @@ import logging
 
 from aiohttp import web
 
+from edgecache.api.answers import to_response
 from edgecache.api.transfer import abort
 from edgecache.appkeys import UPSTREAM
-from edgecache.errors import glance_error
 from edgecache.headers import forwardable
-from edgecache.upstream import TRANSIENT_ERRORS, UpstreamAnswer
+from edgecache.recall import uplink_down
+from edgecache.upstream import TRANSIENT_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -37,21 +38,8 @@ async def passthrough(request: web.Request) -> web.StreamResponse:
     except TRANSIENT_ERRORS as exc:
         log.warning("upstream failed during %s %s: %r", request.method, request.path, exc)
         if not response.prepared:
-            return upstream_unreachable()
+            return to_response(uplink_down(f"{request.method} {request.path}"))
         abort(request)
         return response
     await response.write_eof()
     return response
-
-
-def relay(answer: UpstreamAnswer) -> web.Response:
-    """Hand an upstream answer that was read whole back to the caller as it was."""
-    return web.Response(status=answer.status, body=answer.body, headers=forwardable(answer.headers))
-
-
-def upstream_unreachable() -> web.Response:
-    return glance_error(
-        503,
-        "The regional image service cannot be reached from this edge site.",
-        {"Retry-After": "30"},
-    )

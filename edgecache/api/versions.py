@@ -2,32 +2,29 @@
 
 from __future__ import annotations
 
+import json
 from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from edgecache.api.proxy import relay, upstream_unreachable
-from edgecache.appkeys import UPSTREAM
-from edgecache.headers import identity
-from edgecache.upstream import TRANSIENT_ERRORS
+from edgecache.api.answers import to_response
+from edgecache.appkeys import AUTHORITY, RECALL, UPSTREAM
 
 
 async def versions(request: web.Request) -> web.Response:
-    upstream = request.app[UPSTREAM]
-    try:
-        answer = await upstream.fetch(request.path_qs, identity(request.headers))
-    except TRANSIENT_ERRORS:
-        return upstream_unreachable()
+    caller = request.app[AUTHORITY].caller(request.headers)
+    answer = await request.app[RECALL].get(request.path_qs, caller, needs_token=False)
     try:
         document = answer.json()
     except ValueError:
-        return relay(answer)
+        return to_response(answer)
     own_base = f"{request.scheme}://{request.host}"
+    upstream_base = request.app[UPSTREAM].base_url
     for version in document.get("versions", []) if isinstance(document, dict) else []:
         for link in version.get("links", []):
             if isinstance(link.get("href"), str):
-                link["href"] = rewrite_href(link["href"], upstream.base_url, own_base)
-    return web.json_response(document, status=answer.status)
+                link["href"] = rewrite_href(link["href"], upstream_base, own_base)
+    return to_response(answer, body=json.dumps(document).encode())
 
 
 def rewrite_href(href: str, upstream_base: str, own_base: str) -> str:

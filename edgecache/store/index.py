@@ -11,9 +11,10 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
 import aiosqlite
+
+from edgecache.store import decisions, documents
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS blobs (
@@ -61,31 +62,25 @@ def _entry(row: Iterable[object]) -> BlobEntry:
 
 
 class Index:
+    """The database: blob rows here, remembered documents and decisions beside them."""
+
     def __init__(self, connection: aiosqlite.Connection) -> None:
         self._db = connection
+        self.documents = documents.DocumentStore(connection)
+        self.decisions = decisions.DecisionStore(connection)
 
     @classmethod
     async def open(cls, path: Path) -> Index:
         connection = await aiosqlite.connect(path)
         await connection.execute("PRAGMA journal_mode=WAL")
         await connection.execute("PRAGMA synchronous=NORMAL")
-        await connection.executescript(_SCHEMA)
+        for schema in (_SCHEMA, documents.SCHEMA, decisions.SCHEMA):
+            await connection.executescript(schema)
         await connection.commit()
         return cls(connection)
 
     async def close(self) -> None:
         await self._db.close()
-
-    async def __aenter__(self) -> Index:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def get(self, image_id: str) -> BlobEntry | None:
         async with self._db.execute(

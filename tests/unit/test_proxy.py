@@ -73,10 +73,12 @@ async def test_unreachable_upstream_is_a_glance_style_503(
     make_edgecache,  # type: ignore[no-untyped-def]
 ) -> None:
     edgecache = await make_edgecache(upstream="http://127.0.0.1:9", connect_timeout=1.0)
-    async with edgecache.get("/v2/images", headers={"X-Auth-Token": "t"}) as resp:
+    async with edgecache.post("/v2/images", headers={"X-Auth-Token": "t"}, json={}) as resp:
         assert resp.status == 503
         assert resp.headers["Retry-After"]
         assert (await resp.json())["title"] == "Service Unavailable"
+    async with edgecache.get("/v2/images", headers={"X-Auth-Token": "never-seen"}) as resp:
+        assert resp.status == 401
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,40 @@
+"""Metadata reads that stay available offline: image records, lists, members, schemas."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from edgecache.api.answers import to_response
+from edgecache.api.proxy import passthrough
+from edgecache.appkeys import AUTHORITY, RECALL
+from edgecache.images import is_image_id
+
+
+async def image_record(request: web.Request) -> web.StreamResponse:
+    image_id = request.match_info["image_id"]
+    if not is_image_id(image_id):
+        return await passthrough(request)
+    caller = request.app[AUTHORITY].caller(request.headers)
+    return to_response(await request.app[RECALL].get(request.path_qs, caller, image_id=image_id))
+
+
+async def image_list(request: web.Request) -> web.Response:
+    caller = request.app[AUTHORITY].caller(request.headers)
+    return to_response(await request.app[RECALL].get(request.path_qs, caller, scope=caller.scope))
+
+
+async def image_members(request: web.Request) -> web.StreamResponse:
+    """Member lists depend on who asks (an owner sees all, a member only itself)."""
+    image_id = request.match_info["image_id"]
+    if not is_image_id(image_id):
+        return await passthrough(request)
+    caller = request.app[AUTHORITY].caller(request.headers)
+    answer = await request.app[RECALL].get(
+        request.path_qs, caller, scope=caller.scope, image_id=image_id
+    )
+    return to_response(answer)
+
+
+async def schema(request: web.Request) -> web.Response:
+    caller = request.app[AUTHORITY].caller(request.headers)
+    return to_response(await request.app[RECALL].get(request.path_qs, caller))

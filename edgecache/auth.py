@@ -1,0 +1,124 @@
+"""Authorization: Glance decides; edgecache remembers its decisions for when the uplink is down.
+
+Callers are identified by an HMAC of their token under a per-installation secret, so neither
+the index nor the logs ever hold a token, and a stolen index cannot be matched against tokens
+without the secret file.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import os
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from hashlib import sha256
+from pathlib import Path
+
+from edgecache.headers import AUTH_TOKEN, identity
+from edgecache.store.decisions import DecisionStore
+from edgecache.store.documents import SHARED_SCOPE, DocumentStore
+
+ANONYMOUS_SCOPE = "anonymous"
+# Glance's answers that are decisions about a caller and an image (not failures).
+DECISION_STATUSES = frozenset({200, 403, 404})
+_OPEN_VISIBILITIES = frozenset({"public", "community"})
+
+
+class TokenHasher:
+    def __init__(self, secret: bytes) -> None:
+        self._secret = secret
+
+    @classmethod
+    def from_file(cls, path: Path) -> TokenHasher:
+        """Load the installation's secret, creating it (mode 0600) on first start."""
+        try:
+            return cls(path.read_bytes())
+        except FileNotFoundError:
+            secret = secrets.token_bytes(32)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(secret)
+            return cls(secret)
+
+    def hash(self, token: str) -> str:
+        return hmac.new(self._secret, token.encode(), sha256).hexdigest()
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is asking: the headers to forward on their behalf and their token's hash."""
+
+    headers: dict[str, str]
+    token_hash: str | None
+
+    @property
+    def scope(self) -> str:
+        """Whose view a caller-dependent document (a list) belongs to."""
+        return self.token_hash or ANONYMOUS_SCOPE
+
+
+class Authority:
+    def __init__(
+        self,
+        *,
+        decisions: DecisionStore,
+        documents: DocumentStore,
+        hasher: TokenHasher,
+        ttl: float,
+    ) -> None:
+        self._decisions = decisions
+        self._documents = documents
+        self._hasher = hasher
+        self._ttl = ttl
+
+    def caller(self, headers: Mapping[str, str]) -> Caller:
+        forwarded = identity(headers)
+        token = forwarded.get(AUTH_TOKEN)
+        return Caller(forwarded, self._hasher.hash(token) if token else None)
+
+    async def observe(self, caller: Caller, status: int, image_ids: list[str]) -> None:
+        """Learn from Glance's answer to `caller` about `image_ids` (may be empty)."""
+        if caller.token_hash is None:
+            return
+        if status == 401:
+            await self._decisions.forget_token(caller.token_hash)
+            return
+        if status >= 500:
+            return
+        expires_at = time.time() + self._ttl
+        await self._decisions.remember_token(caller.token_hash, expires_at)
+        if image_ids and status in DECISION_STATUSES:
+            await self._decisions.remember(caller.token_hash, image_ids, status, expires_at)
+
+    async def known(self, caller: Caller) -> bool:
+        return caller.token_hash is not None and await self._decisions.token_known(
+            caller.token_hash
+        )
+
+    async def offline_decision(self, caller: Caller, image_id: str) -> int:
+        """What Glance answered (or would answer) this caller about this image: 200/401/403/404.
+
+        Only a caller Glance accepted before gets anything; it keeps exactly what Glance gave it,
+        plus images anyone with a valid token may see (public, community).
+        """
+        if not await self.known(caller):
+            return 401
+        assert caller.token_hash is not None
+        remembered = await self._decisions.lookup(caller.token_hash, image_id)
+        if remembered is not None:
+            return remembered
+        record = await self._documents.get(SHARED_SCOPE, f"/v2/images/{image_id}")
+        if record is not None and _is_open(record.body):
+            return 200
+        return 404
+
+
+def _is_open(record_body: bytes) -> bool:
+    try:
+        record = json.loads(record_body)
+    except ValueError:
+        return False
+    return record.get("visibility") in _OPEN_VISIBILITIES and record.get("status") == "active"

@@ -1,0 +1,145 @@
+"""Glance's metadata answers: fetched and remembered while online, recalled while offline."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Any
+
+from multidict import CIMultiDict
+
+from edgecache.auth import Authority, Caller
+from edgecache.headers import forwardable
+from edgecache.store.documents import SHARED_SCOPE, Document, DocumentStore
+from edgecache.upstream import TRANSIENT_ERRORS, UNAVAILABLE_STATUSES, Upstream, UpstreamAnswer
+
+RETRY_AFTER = "30"
+_REFUSALS = {
+    401: "The request you have made requires authentication.",
+    403: "You are not authorized to complete this action.",
+    404: "No image found with ID {image_id}.",
+}
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    body: bytes
+    headers: Mapping[str, str] = field(default_factory=dict)
+    age: int | None = None  # seconds since Glance said it; None when fresh from Glance
+
+    @property
+    def recalled(self) -> bool:
+        return self.age is not None
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def refusal(status: int, message: str, headers: Mapping[str, str] | None = None) -> Answer:
+    """An answer edgecache gives itself, in Glance's JSON error shape."""
+    phrase = HTTPStatus(status).phrase
+    body = json.dumps({"message": message, "code": f"{status} {phrase}", "title": phrase})
+    all_headers = {"Content-Type": "application/json", **(headers or {})}
+    if status == 503:
+        all_headers["Retry-After"] = RETRY_AFTER
+    return Answer(status, body.encode(), all_headers)
+
+
+def uplink_down(what: str) -> Answer:
+    return refusal(
+        503,
+        f"The regional image service cannot be reached from this edge site; {what} "
+        "cannot be answered from this site's cache. Try again when the uplink is back.",
+    )
+
+
+class Recall:
+    def __init__(
+        self, *, upstream: Upstream, documents: DocumentStore, authority: Authority
+    ) -> None:
+        self._upstream = upstream
+        self._documents = documents
+        self._authority = authority
+
+    async def get(
+        self,
+        path_qs: str,
+        caller: Caller,
+        *,
+        scope: str = SHARED_SCOPE,
+        image_id: str | None = None,
+        needs_token: bool = True,
+    ) -> Answer:
+        """Glance's answer to `caller` for `path_qs`, or the remembered one if it is down.
+
+        `scope` says whose view the document is (SHARED_SCOPE, or the caller's scope for
+        answers that depend on who asks); `image_id` names the image whose access decides
+        whether a remembered answer may be given to this caller.
+        """
+        try:
+            fresh = await self._upstream.fetch(path_qs, caller.headers)
+        except TRANSIENT_ERRORS:
+            return await self._recall(path_qs, caller, scope, image_id, needs_token)
+        if fresh.status in UNAVAILABLE_STATUSES:
+            recalled = await self._recall(path_qs, caller, scope, image_id, needs_token)
+            if recalled.status != 503:
+                return recalled
+        await self._learn(path_qs, caller, scope, image_id, fresh)
+        return Answer(fresh.status, fresh.body, forwardable(fresh.headers))
+
+    async def _learn(
+        self,
+        path_qs: str,
+        caller: Caller,
+        scope: str,
+        image_id: str | None,
+        fresh: UpstreamAnswer,
+    ) -> None:
+        await self._authority.observe(caller, fresh.status, [image_id] if image_id else [])
+        if fresh.status != 200:
+            return
+        content_type = fresh.headers.get("Content-Type", "application/json")
+        document = Document(fresh.status, content_type, fresh.body, time.time())
+        await self._documents.put(scope, path_qs, document, image_id)
+        if path_qs.split("?")[0] == "/v2/images":
+            await self._learn_list(caller, content_type, fresh.body)
+
+    async def _learn_list(self, caller: Caller, content_type: str, body: bytes) -> None:
+        """A list shows which images the caller may see, and carries their records."""
+        try:
+            records = [r for r in json.loads(body).get("images", []) if isinstance(r, dict)]
+        except (ValueError, AttributeError):
+            return
+        image_ids = [str(record["id"]) for record in records if "id" in record]
+        await self._authority.observe(caller, 200, image_ids)
+        for record in records:
+            if "id" in record:
+                image_id = str(record["id"])
+                document = Document(200, content_type, json.dumps(record).encode(), time.time())
+                await self._documents.put(
+                    SHARED_SCOPE, f"/v2/images/{image_id}", document, image_id
+                )
+
+    async def _recall(
+        self,
+        path_qs: str,
+        caller: Caller,
+        scope: str,
+        image_id: str | None,
+        needs_token: bool,
+    ) -> Answer:
+        if needs_token and not await self._authority.known(caller):
+            return refusal(401, _REFUSALS[401])
+        if image_id is not None:
+            decision = await self._authority.offline_decision(caller, image_id)
+            if decision != 200:
+                return refusal(decision, _REFUSALS.get(decision, "").format(image_id=image_id))
+        document = await self._documents.get(scope, path_qs)
+        if document is None:
+            return uplink_down("this answer")
+        headers = CIMultiDict({"Content-Type": document.content_type})
+        return Answer(document.status, document.body, headers, age=document.age)

@@ -1,0 +1,82 @@
+"""Remembered authorization decisions: what Glance answered a caller about an image.
+
+Callers are known only by a salted hash of their token (see edgecache.auth); the token itself
+is never stored. Every decision and every known token carries an expiry.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+import aiosqlite
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS tokens (
+    token_hash TEXT PRIMARY KEY,
+    expires_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS decisions (
+    token_hash TEXT NOT NULL,
+    image_id   TEXT NOT NULL,
+    status     INTEGER NOT NULL,
+    expires_at REAL NOT NULL,
+    PRIMARY KEY (token_hash, image_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS decisions_image ON decisions (image_id);
+"""
+
+
+class DecisionStore:
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self._db = db
+
+    async def remember_token(self, token_hash: str, expires_at: float) -> None:
+        """Glance accepted this token (answered something other than 401)."""
+        await self._db.execute(
+            "INSERT OR REPLACE INTO tokens (token_hash, expires_at) VALUES (?, ?)",
+            (token_hash, expires_at),
+        )
+        await self._db.commit()
+
+    async def token_known(self, token_hash: str) -> bool:
+        async with self._db.execute(
+            "SELECT 1 FROM tokens WHERE token_hash = ? AND expires_at > ?",
+            (token_hash, time.time()),
+        ) as cursor:
+            return await cursor.fetchone() is not None
+
+    async def forget_token(self, token_hash: str) -> None:
+        """Glance refused this token (401): nothing it was allowed before stands."""
+        await self._db.execute("DELETE FROM tokens WHERE token_hash = ?", (token_hash,))
+        await self._db.execute("DELETE FROM decisions WHERE token_hash = ?", (token_hash,))
+        await self._db.commit()
+
+    async def remember(
+        self, token_hash: str, image_ids: Iterable[str], status: int, expires_at: float
+    ) -> None:
+        await self._db.executemany(
+            "INSERT OR REPLACE INTO decisions (token_hash, image_id, status, expires_at)"
+            " VALUES (?, ?, ?, ?)",
+            [(token_hash, image_id, status, expires_at) for image_id in image_ids],
+        )
+        await self._db.commit()
+
+    async def lookup(self, token_hash: str, image_id: str) -> int | None:
+        """The status Glance answered this caller for this image, if still valid."""
+        async with self._db.execute(
+            "SELECT status FROM decisions WHERE token_hash = ? AND image_id = ? AND expires_at > ?",
+            (token_hash, image_id, time.time()),
+        ) as cursor:
+            row = await cursor.fetchone()
+        return int(row[0]) if row else None
+
+    async def forget_image(self, image_id: str) -> None:
+        await self._db.execute("DELETE FROM decisions WHERE image_id = ?", (image_id,))
+        await self._db.commit()
+
+    async def purge_expired(self) -> None:
+        now = time.time()
+        await self._db.execute("DELETE FROM decisions WHERE expires_at <= ?", (now,))
+        await self._db.execute("DELETE FROM tokens WHERE expires_at <= ?", (now,))
+        await self._db.commit()
