@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from edgecache.app import create_app
@@ -22,12 +24,39 @@ def glance() -> FakeGlance:
     return FakeGlance()
 
 
+class UpstreamServer:
+    """The fake Glance on a fixed loopback port, which tests can stop and start again."""
+
+    def __init__(self, glance: FakeGlance) -> None:
+        self._glance = glance
+        self._runner: web.AppRunner | None = None
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = int(probe.getsockname()[1])
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        self._runner = web.AppRunner(self._glance.make_app(), shutdown_timeout=0.1)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True).start()
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+
 @pytest.fixture
-async def glance_url(glance: FakeGlance) -> AsyncIterator[str]:
-    server = TestServer(glance.app, host="127.0.0.1")
-    await server.start_server()
-    yield str(server.make_url("")).rstrip("/")
-    await server.close()
+async def upstream_server(glance: FakeGlance) -> AsyncIterator[UpstreamServer]:
+    server = UpstreamServer(glance)
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+def glance_url(upstream_server: UpstreamServer) -> str:
+    return upstream_server.url
 
 
 @pytest.fixture

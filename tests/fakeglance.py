@@ -86,14 +86,19 @@ class FakeGlance:
         self.metadata_requests: Counter[str] = Counter()
         self.requests: list[tuple[str, str, dict[str, str]]] = []
         self.uploads: dict[str, int] = {}
-        self.app = web.Application(client_max_size=0)
-        self.app.router.add_get("/", self._versions)
-        self.app.router.add_get("/versions", self._versions)
-        self.app.router.add_get("/v2/images", self._list)
-        self.app.router.add_get("/v2/images/{id}", self._show)
-        self.app.router.add_get("/v2/images/{id}/file", self._download)
-        self.app.router.add_put("/v2/images/{id}/file", self._upload)
-        self.app.router.add_get("/v2/schemas/image", self._schema)
+
+    def make_app(self) -> web.Application:
+        """A fresh application over the same state (a stopped server cannot restart an app)."""
+        app = web.Application(client_max_size=0)
+        app.router.add_get("/", self._versions)
+        app.router.add_get("/versions", self._versions)
+        app.router.add_get("/v2/images", self._list)
+        app.router.add_get("/v2/images/{id}", self._show)
+        app.router.add_get("/v2/images/{id}/members", self._members)
+        app.router.add_get("/v2/images/{id}/file", self._download)
+        app.router.add_put("/v2/images/{id}/file", self._upload)
+        app.router.add_get("/v2/schemas/image", self._schema)
+        return app
 
     # --- test set-up helpers -------------------------------------------------------------
     def add_project(self, project: str) -> str:
@@ -168,6 +173,18 @@ class FakeGlance:
             return found
         self.metadata_requests[found.id] += 1
         return web.json_response(found.record())
+
+    async def _members(self, request: web.Request) -> web.Response:
+        found = self._lookup(request)
+        if isinstance(found, web.Response):
+            return found
+        project = self.tokens[request.headers["X-Auth-Token"]]
+        members = [
+            {"member_id": member, "image_id": found.id, "status": status}
+            for member, status in found.members.items()
+            if project in (found.owner, member, "admin-project")
+        ]
+        return web.json_response({"members": members, "schema": "/v2/schemas/members"})
 
     async def _download(self, request: web.Request) -> web.StreamResponse:
         found = self._lookup(request)

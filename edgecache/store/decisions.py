@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 
-import aiosqlite
+from edgecache.store.db import Database
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tokens (
@@ -28,55 +28,49 @@ CREATE INDEX IF NOT EXISTS decisions_image ON decisions (image_id);
 
 
 class DecisionStore:
-    def __init__(self, db: aiosqlite.Connection) -> None:
+    def __init__(self, db: Database) -> None:
         self._db = db
 
     async def remember_token(self, token_hash: str, expires_at: float) -> None:
         """Glance accepted this token (answered something other than 401)."""
-        await self._db.execute(
+        await self._db.write(
             "INSERT OR REPLACE INTO tokens (token_hash, expires_at) VALUES (?, ?)",
             (token_hash, expires_at),
         )
-        await self._db.commit()
 
     async def token_known(self, token_hash: str) -> bool:
-        async with self._db.execute(
+        row = await self._db.fetch_one(
             "SELECT 1 FROM tokens WHERE token_hash = ? AND expires_at > ?",
             (token_hash, time.time()),
-        ) as cursor:
-            return await cursor.fetchone() is not None
+        )
+        return row is not None
 
     async def forget_token(self, token_hash: str) -> None:
         """Glance refused this token (401): nothing it was allowed before stands."""
-        await self._db.execute("DELETE FROM tokens WHERE token_hash = ?", (token_hash,))
-        await self._db.execute("DELETE FROM decisions WHERE token_hash = ?", (token_hash,))
-        await self._db.commit()
+        await self._db.write("DELETE FROM tokens WHERE token_hash = ?", (token_hash,))
+        await self._db.write("DELETE FROM decisions WHERE token_hash = ?", (token_hash,))
 
     async def remember(
         self, token_hash: str, image_ids: Iterable[str], status: int, expires_at: float
     ) -> None:
-        await self._db.executemany(
+        await self._db.write_many(
             "INSERT OR REPLACE INTO decisions (token_hash, image_id, status, expires_at)"
             " VALUES (?, ?, ?, ?)",
             [(token_hash, image_id, status, expires_at) for image_id in image_ids],
         )
-        await self._db.commit()
 
     async def lookup(self, token_hash: str, image_id: str) -> int | None:
         """The status Glance answered this caller for this image, if still valid."""
-        async with self._db.execute(
+        row = await self._db.fetch_one(
             "SELECT status FROM decisions WHERE token_hash = ? AND image_id = ? AND expires_at > ?",
             (token_hash, image_id, time.time()),
-        ) as cursor:
-            row = await cursor.fetchone()
+        )
         return int(row[0]) if row else None
 
     async def forget_image(self, image_id: str) -> None:
-        await self._db.execute("DELETE FROM decisions WHERE image_id = ?", (image_id,))
-        await self._db.commit()
+        await self._db.write("DELETE FROM decisions WHERE image_id = ?", (image_id,))
 
     async def purge_expired(self) -> None:
         now = time.time()
-        await self._db.execute("DELETE FROM decisions WHERE expires_at <= ?", (now,))
-        await self._db.execute("DELETE FROM tokens WHERE expires_at <= ?", (now,))
-        await self._db.commit()
+        await self._db.write("DELETE FROM decisions WHERE expires_at <= ?", (now,))
+        await self._db.write("DELETE FROM tokens WHERE expires_at <= ?", (now,))

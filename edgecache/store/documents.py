@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-import aiosqlite
+from edgecache.store.db import Database
 
 SHARED_SCOPE = "*"
 SCHEMA = """
@@ -41,13 +41,13 @@ class Document:
 
 
 class DocumentStore:
-    def __init__(self, db: aiosqlite.Connection) -> None:
+    def __init__(self, db: Database) -> None:
         self._db = db
 
     async def put(
         self, scope: str, path: str, document: Document, image_id: str | None = None
     ) -> None:
-        await self._db.execute(
+        await self._db.write(
             "INSERT OR REPLACE INTO documents"
             " (scope, path, image_id, status, content_type, body, fetched_at)"
             " VALUES (?,?,?,?,?,?,?)",
@@ -61,23 +61,20 @@ class DocumentStore:
                 document.fetched_at,
             ),
         )
-        await self._db.commit()
 
     async def get(self, scope: str, path: str) -> Document | None:
-        async with self._db.execute(
+        row = await self._db.fetch_one(
             "SELECT status, content_type, body, fetched_at FROM documents"
             " WHERE scope = ? AND path = ?",
             (scope, path),
-        ) as cursor:
-            row = await cursor.fetchone()
+        )
         return Document(int(row[0]), str(row[1]), bytes(row[2]), float(row[3])) if row else None
 
     async def forget_image(self, image_id: str) -> None:
-        await self._db.execute("DELETE FROM documents WHERE image_id = ?", (image_id,))
-        await self._db.commit()
+        await self._db.write("DELETE FROM documents WHERE image_id = ?", (image_id,))
 
     async def image_ids(self) -> list[str]:
-        async with self._db.execute(
+        rows = await self._db.fetch_all(
             "SELECT DISTINCT image_id FROM documents WHERE image_id IS NOT NULL"
-        ) as cursor:
-            return [str(row[0]) for row in await cursor.fetchall()]
+        )
+        return [str(row[0]) for row in rows]

@@ -12,9 +12,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-import aiosqlite
-
 from edgecache.store import decisions, documents
+from edgecache.store.db import Database
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS blobs (
@@ -64,37 +63,30 @@ def _entry(row: Iterable[object]) -> BlobEntry:
 class Index:
     """The database: blob rows here, remembered documents and decisions beside them."""
 
-    def __init__(self, connection: aiosqlite.Connection) -> None:
-        self._db = connection
-        self.documents = documents.DocumentStore(connection)
-        self.decisions = decisions.DecisionStore(connection)
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self.documents = documents.DocumentStore(db)
+        self.decisions = decisions.DecisionStore(db)
 
     @classmethod
     async def open(cls, path: Path) -> Index:
-        connection = await aiosqlite.connect(path)
-        await connection.execute("PRAGMA journal_mode=WAL")
-        await connection.execute("PRAGMA synchronous=NORMAL")
-        for schema in (_SCHEMA, documents.SCHEMA, decisions.SCHEMA):
-            await connection.executescript(schema)
-        await connection.commit()
-        return cls(connection)
+        return cls(await Database.open(path, (_SCHEMA, documents.SCHEMA, decisions.SCHEMA)))
 
     async def close(self) -> None:
         await self._db.close()
 
     async def get(self, image_id: str) -> BlobEntry | None:
-        async with self._db.execute(
+        row = await self._db.fetch_one(
             f"SELECT {_COLUMNS} FROM blobs WHERE image_id = ?", (image_id,)
-        ) as cursor:
-            row = await cursor.fetchone()
+        )
         return _entry(row) if row else None
 
     async def all(self) -> list[BlobEntry]:
-        async with self._db.execute(f"SELECT {_COLUMNS} FROM blobs ORDER BY last_access") as cursor:
-            return [_entry(row) for row in await cursor.fetchall()]
+        rows = await self._db.fetch_all(f"SELECT {_COLUMNS} FROM blobs ORDER BY last_access")
+        return [_entry(row) for row in rows]
 
     async def add(self, entry: BlobEntry) -> None:
-        await self._db.execute(
+        await self._db.write(
             f"INSERT OR REPLACE INTO blobs ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
             (
                 entry.image_id,
@@ -110,27 +102,23 @@ class Index:
                 int(entry.pinned),
             ),
         )
-        await self._db.commit()
 
     async def remove(self, image_id: str) -> None:
-        await self._db.execute("DELETE FROM blobs WHERE image_id = ?", (image_id,))
-        await self._db.commit()
+        await self._db.write("DELETE FROM blobs WHERE image_id = ?", (image_id,))
 
     async def record_hit(self, image_id: str, when: float | None = None) -> None:
-        await self._db.execute(
+        await self._db.write(
             "UPDATE blobs SET hits = hits + 1, last_access = ? WHERE image_id = ?",
             (time.time() if when is None else when, image_id),
         )
-        await self._db.commit()
 
     async def total_size(self) -> int:
-        async with self._db.execute("SELECT COALESCE(SUM(size), 0) FROM blobs") as cursor:
-            row = await cursor.fetchone()
+        row = await self._db.fetch_one("SELECT COALESCE(SUM(size), 0) FROM blobs")
         return int(row[0]) if row else 0
 
     async def eviction_order(self) -> list[tuple[str, int]]:
         """Unpinned blobs, least recently used first."""
-        async with self._db.execute(
+        rows = await self._db.fetch_all(
             "SELECT image_id, size FROM blobs WHERE pinned = 0 ORDER BY last_access, image_id"
-        ) as cursor:
-            return [(str(r[0]), int(r[1])) for r in await cursor.fetchall()]
+        )
+        return [(str(r[0]), int(r[1])) for r in rows]

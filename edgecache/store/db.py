@@ -1,0 +1,55 @@
+"""One sqlite connection shared by the index's tables, used one statement at a time.
+
+aiosqlite runs statements on one thread, but interleaved cursors from concurrent coroutines
+can still trip sqlite3 ("bad parameter or other API misuse"); a lock around each statement,
+with its cursor closed before the next, rules that out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+Row = Sequence[Any]
+
+
+class Database:
+    def __init__(self, connection: aiosqlite.Connection) -> None:
+        self._connection = connection
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    async def open(cls, path: Path, schemas: Iterable[str]) -> Database:
+        connection = await aiosqlite.connect(path)
+        await connection.execute("PRAGMA journal_mode=WAL")
+        await connection.execute("PRAGMA synchronous=NORMAL")
+        for schema in schemas:
+            await connection.executescript(schema)
+        await connection.commit()
+        return cls(connection)
+
+    async def close(self) -> None:
+        async with self._lock:
+            await self._connection.close()
+
+    async def write(self, sql: str, parameters: Sequence[Any] = ()) -> None:
+        async with self._lock:
+            await self._connection.execute(sql, parameters)
+            await self._connection.commit()
+
+    async def write_many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        async with self._lock:
+            await self._connection.executemany(sql, rows)
+            await self._connection.commit()
+
+    async def fetch_one(self, sql: str, parameters: Sequence[Any] = ()) -> Row | None:
+        async with self._lock, self._connection.execute(sql, parameters) as cursor:
+            return await cursor.fetchone()
+
+    async def fetch_all(self, sql: str, parameters: Sequence[Any] = ()) -> list[Row]:
+        async with self._lock, self._connection.execute(sql, parameters) as cursor:
+            return list(await cursor.fetchall())
