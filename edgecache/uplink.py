@@ -80,6 +80,11 @@ class Uplink:
             await asyncio.wait_for(self._went_online.wait(), within)
         return self.online
 
+    async def wait_offline(self, within: float) -> bool:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._went_offline.wait(), within)
+        return not self.online
+
     def _set(self, *, online: bool, reason: str) -> None:
         self.online = online
         self.changed_at = time.time()

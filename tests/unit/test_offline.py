@@ -1,0 +1,299 @@
+"""Uplink loss: the edge keeps serving what Glance allowed before, and nothing more."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestClient
+
+from edgecache.appkeys import UPSTREAM
+from tests.conftest import EdgecacheFactory, MiB, UpstreamServer, random_bytes
+from tests.fakeglance import FakeGlance, FakeImage
+
+VISIBILITIES = {
+    "public": {},
+    "community": {},
+    "private": {},
+    "shared-accepted": {"p2": "accepted"},
+    "shared-pending": {"p2": "pending"},
+}
+
+
+async def status_and_body(client: TestClient, path: str, token: str | None) -> tuple[int, bytes]:
+    headers = {"X-Auth-Token": token} if token else {}
+    async with client.get(path, headers=headers) as resp:
+        return resp.status, await resp.read()
+
+
+async def go_offline(client: TestClient, upstream: UpstreamServer) -> None:
+    await upstream.stop()
+    uplink = client.server.app[UPSTREAM].uplink
+    while uplink.online:  # requests that fail are what tell edgecache the uplink is gone
+        async with client.get("/versions"):
+            pass
+
+
+async def go_online(client: TestClient, upstream: UpstreamServer) -> None:
+    await upstream.start()
+    assert await client.server.app[UPSTREAM].uplink.wait_online(within=30)
+
+
+@pytest.fixture
+async def offline_edgecache(make_edgecache: EdgecacheFactory) -> TestClient:
+    return await make_edgecache(failures_to_offline=1, probe_interval=0.05)
+
+
+async def test_no_leak_across_projects_online_offline_online(
+    glance: FakeGlance, upstream_server: UpstreamServer, offline_edgecache: TestClient
+) -> None:
+    edgecache = offline_edgecache
+    tokens = {project: glance.add_project(project) for project in ("p1", "p2", "p3")}
+    images: dict[str, FakeImage] = {}
+    for label, members in VISIBILITIES.items():
+        visibility = label.split("-")[0]
+        images[label] = glance.add_image(
+            random_bytes(256 * 1024), owner="p1", visibility=visibility, members=dict(members)
+        )
+
+    async def observe() -> dict[tuple[str, str, str], tuple[int, bytes]]:
+        seen = {}
+        for label, image in images.items():
+            for project, token in [*tokens.items(), ("none", None), ("forged", "forged")]:
+                for kind, path in (
+                    ("record", f"/v2/images/{image.id}"),
+                    ("data", f"/v2/images/{image.id}/file"),
+                ):
+                    seen[(label, project, kind)] = await status_and_body(edgecache, path, token)
+        return seen
+
+    online = await observe()
+    # Glance's own answers, as a sanity check of the fake: p3 sees only open images.
+    assert online[("private", "p3", "data")][0] == 404
+    assert online[("shared-accepted", "p2", "data")] == (200, images["shared-accepted"].data)
+    assert online[("public", "none", "record")][0] == 401
+
+    await go_offline(edgecache, upstream_server)
+    offline = await observe()
+    for key, (status, body) in online.items():
+        offline_status, offline_body = offline[key]
+        assert offline_status == status, key
+        if status == 200:
+            assert offline_body == body, key
+        else:
+            assert images[key[0]].data[:64] not in offline_body, key
+
+    await go_online(edgecache, upstream_server)
+    assert await observe() == online
+
+
+async def test_offline_metadata_is_marked_with_its_age(
+    glance: FakeGlance, upstream_server: UpstreamServer, offline_edgecache: TestClient
+) -> None:
+    edgecache = offline_edgecache
+    token = glance.add_project("p1")
+    image = glance.add_image(b"x" * 100, owner="p1", members={"p2": "accepted"})
+    paths = [
+        "/versions",
+        "/v2/schemas/image",
+        "/v2/images?limit=10",
+        f"/v2/images/{image.id}",
+        f"/v2/images/{image.id}/members",
+    ]
+    online = {path: await status_and_body(edgecache, path, token) for path in paths}
+    assert all(status == 200 for status, _ in online.values())
+    await go_offline(edgecache, upstream_server)
+    for path in paths:
+        async with edgecache.get(path, headers={"X-Auth-Token": token}) as resp:
+            assert resp.status == 200, path
+            assert resp.headers["X-Edgecache-Source"] == "cache"
+            assert resp.headers["X-Edgecache-Uplink"] == "down"
+            assert int(resp.headers["Age"]) >= 0
+            if path != "/versions":  # its links are rewritten to the caller's address
+                assert await resp.read() == online[path][1]
+    async with edgecache.get("/v2/images?limit=99", headers={"X-Auth-Token": token}) as resp:
+        assert resp.status == 503  # a list never fetched cannot be made up
+        assert resp.headers["Retry-After"]
+
+
+async def test_uncached_data_offline_is_503_with_retry_after(
+    glance: FakeGlance, upstream_server: UpstreamServer, offline_edgecache: TestClient
+) -> None:
+    edgecache = offline_edgecache
+    token = glance.add_project("p1")
+    image = glance.add_image(random_bytes(1000), owner="p1")
+    assert (await status_and_body(edgecache, f"/v2/images/{image.id}", token))[0] == 200
+    await go_offline(edgecache, upstream_server)
+    async with edgecache.get(
+        f"/v2/images/{image.id}/file", headers={"X-Auth-Token": token}
+    ) as resp:
+        assert resp.status == 503
+        assert resp.headers["Retry-After"]
+        body = await resp.json()
+        assert body["code"] == "503 Service Unavailable"
+        assert "cannot be reached" in body["message"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/v2/images"),
+        ("PATCH", "/v2/images/0b9a2f7e-aaaa-4000-8000-000000000000"),
+        ("DELETE", "/v2/images/0b9a2f7e-aaaa-4000-8000-000000000000"),
+        ("PUT", "/v2/images/0b9a2f7e-aaaa-4000-8000-000000000000/file"),
+        ("POST", "/v2/images/0b9a2f7e-aaaa-4000-8000-000000000000/members"),
+    ],
+)
+async def test_writes_offline_are_refused(
+    glance: FakeGlance,
+    upstream_server: UpstreamServer,
+    offline_edgecache: TestClient,
+    method: str,
+    path: str,
+) -> None:
+    token = glance.add_project("p1")
+    await go_offline(offline_edgecache, upstream_server)
+    async with offline_edgecache.request(
+        method, path, headers={"X-Auth-Token": token}, data=b"{}"
+    ) as resp:
+        assert resp.status == 503
+        assert (await resp.json())["title"] == "Service Unavailable"
+
+
+async def test_offline_requests_do_not_wait_for_the_upstream(
+    glance: FakeGlance, make_edgecache: EdgecacheFactory
+) -> None:
+    """A black-hole upstream (accepts, never answers): once offline, nobody is sent there."""
+    accepted = 0
+
+    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal accepted
+        accepted += 1
+        await reader.read()  # hold the connection until the client gives up
+
+    hole = await asyncio.start_server(swallow, "127.0.0.1", 0)
+    port = hole.sockets[0].getsockname()[1]
+    try:
+        edgecache = await make_edgecache(
+            upstream=f"http://127.0.0.1:{port}",
+            read_timeout=0.5,
+            failures_to_offline=1,
+            probe_interval=3600,
+        )
+        async with edgecache.get("/v2/images", headers={"X-Auth-Token": "t"}) as resp:
+            assert resp.status == 401  # timed out, now offline, token never seen
+        assert not edgecache.server.app[UPSTREAM].uplink.online
+        before = accepted
+        for _ in range(10):
+            async with edgecache.get("/v2/images", headers={"X-Auth-Token": "t"}) as resp:
+                assert resp.status == 401
+        assert accepted == before
+    finally:
+        hole.close()
+
+
+async def test_fill_survives_a_short_outage_and_aborts_on_a_long_one(
+    glance: FakeGlance, upstream_server: UpstreamServer, make_edgecache: EdgecacheFactory
+) -> None:
+    edgecache = await make_edgecache(failures_to_offline=1, probe_interval=0.05, stall_timeout=30)
+    token = glance.add_project("p1")
+    image = glance.add_image(random_bytes(2 * MiB), owner="p1")
+    image.faults.hold_at = MiB
+    async with edgecache.get(
+        f"/v2/images/{image.id}/file", headers={"X-Auth-Token": token}
+    ) as resp:
+        head = await resp.content.readexactly(1024)
+        await image.faults.reached_hold.wait()
+        await upstream_server.stop()  # the stream breaks; resumes fail: offline
+        await edgecache.server.app[UPSTREAM].uplink.wait_offline(within=30)
+        image.faults.release.set()
+        await upstream_server.start()  # the probe brings it back; the fill resumes
+        assert head + await resp.read() == image.data
+    assert glance.data_requests[image.id] == 2
+
+    short_fuse = await make_edgecache(failures_to_offline=1, probe_interval=0.05, stall_timeout=0.5)
+    other = glance.add_image(random_bytes(2 * MiB), owner="p1")
+    other.faults.hold_at = MiB
+    async with short_fuse.get(
+        f"/v2/images/{other.id}/file", headers={"X-Auth-Token": token}
+    ) as resp:
+        await other.faults.reached_hold.wait()
+        await upstream_server.stop()
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await resp.read()
+    other.faults.release.set()
+
+
+async def test_deleted_upstream_while_offline_stops_being_served(
+    glance: FakeGlance, upstream_server: UpstreamServer, offline_edgecache: TestClient
+) -> None:
+    edgecache = offline_edgecache
+    token = glance.add_project("p1")
+    image = glance.add_image(random_bytes(1000), owner="p1")
+    path = f"/v2/images/{image.id}/file"
+    assert await status_and_body(edgecache, path, token) == (200, image.data)
+    await go_offline(edgecache, upstream_server)
+    assert await status_and_body(edgecache, path, token) == (200, image.data)
+    del glance.images[image.id]  # deleted in the region during the outage
+    await go_online(edgecache, upstream_server)
+    assert (await status_and_body(edgecache, path, token))[0] == 404
+    await go_offline(edgecache, upstream_server)
+    assert (await status_and_body(edgecache, path, token))[0] == 404
+
+
+async def test_tokens_never_reach_logs_or_disk(
+    glance: FakeGlance,
+    upstream_server: UpstreamServer,
+    offline_edgecache: TestClient,
+    cache_dir: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    token = glance.add_project("p1")
+    image = glance.add_image(random_bytes(1000), owner="p1")
+    for path in (f"/v2/images/{image.id}", f"/v2/images/{image.id}/file", "/v2/images"):
+        await status_and_body(offline_edgecache, path, token)
+    await go_offline(offline_edgecache, upstream_server)
+    for path in (f"/v2/images/{image.id}", f"/v2/images/{image.id}/file", "/v2/images"):
+        await status_and_body(offline_edgecache, path, token)
+        await status_and_body(offline_edgecache, path, "unknown-secret-token")
+    await offline_edgecache.close()
+    assert token not in caplog.text
+    for path in cache_dir.rglob("*"):
+        if path.is_file():
+            content = path.read_bytes()
+            assert token.encode() not in content, path
+            assert b"unknown-secret-token" not in content, path
+
+
+@pytest.mark.parametrize(
+    ("visibility", "members", "expected"),
+    [
+        ("private", {}, 404),
+        ("shared", {"p3": "accepted"}, 404),  # Glance would allow it, but never said so
+        ("public", {}, 200),
+        ("community", {}, 200),
+    ],
+)
+async def test_offline_a_known_caller_gets_only_open_images_it_never_asked_about(
+    glance: FakeGlance,
+    upstream_server: UpstreamServer,
+    offline_edgecache: TestClient,
+    visibility: str,
+    members: dict[str, str],
+    expected: int,
+) -> None:
+    edgecache = offline_edgecache
+    owner, other = glance.add_project("p1"), glance.add_project("p3")
+    image = glance.add_image(random_bytes(1000), owner="p1", visibility=visibility, members=members)
+    unrelated = glance.add_image(random_bytes(10), owner="p3")
+    assert (await status_and_body(edgecache, f"/v2/images/{image.id}/file", owner))[0] == 200
+    assert (await status_and_body(edgecache, f"/v2/images/{unrelated.id}", other))[0] == 200
+    await go_offline(edgecache, upstream_server)
+    for path in (f"/v2/images/{image.id}", f"/v2/images/{image.id}/file"):
+        status, body = await status_and_body(edgecache, path, other)
+        assert status == expected, path
+        assert (image.data in body) is (path.endswith("file") and expected == 200)
