@@ -15,8 +15,10 @@ from edgecache.api.versions import versions
 from edgecache.appkeys import AUTHORITY, CACHE, METRICS, RECALL, SETTINGS, UPSTREAM
 from edgecache.auth import Authority, TokenHasher
 from edgecache.config import Settings
+from edgecache.keystone import Keystone
 from edgecache.metrics import Metrics
 from edgecache.recall import Recall
+from edgecache.revalidate import Revalidator
 from edgecache.store.cache import ImageCache
 from edgecache.upstream import Upstream
 
@@ -53,12 +55,25 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
     try:
         cache = await ImageCache.open(settings, upstream, app[METRICS])
         app[CACHE] = cache
+        await cache.index.decisions.purge_expired()
+        credentials = settings.service_credentials
+        keystone = Keystone(credentials, upstream.session) if credentials else None
         app[AUTHORITY] = Authority(
             decisions=cache.index.decisions,
             documents=cache.index.documents,
             hasher=TokenHasher.from_file(Path(settings.cache_dir) / TOKEN_KEY_FILE),
             ttl=settings.decision_ttl,
+            keystone=keystone,
         )
+        if keystone is not None:
+            revalidator = Revalidator(
+                upstream=upstream,
+                keystone=keystone,
+                index=cache.index,
+                evictor=cache.evictor,
+                metrics=app[METRICS],
+            )
+            upstream.uplink.on_reconnect(revalidator.run)
         app[RECALL] = Recall(
             upstream=upstream, documents=cache.index.documents, authority=app[AUTHORITY]
         )

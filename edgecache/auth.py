@@ -18,6 +18,7 @@ from hashlib import sha256
 from pathlib import Path
 
 from edgecache.headers import AUTH_TOKEN, identity
+from edgecache.keystone import Keystone
 from edgecache.store.decisions import DecisionStore
 from edgecache.store.documents import SHARED_SCOPE, DocumentStore
 
@@ -68,11 +69,13 @@ class Authority:
         documents: DocumentStore,
         hasher: TokenHasher,
         ttl: float,
+        keystone: Keystone | None = None,
     ) -> None:
         self._decisions = decisions
         self._documents = documents
         self._hasher = hasher
         self._ttl = ttl
+        self._keystone = keystone
 
     def caller(self, headers: Mapping[str, str]) -> Caller:
         forwarded = identity(headers)
@@ -88,10 +91,27 @@ class Authority:
             return
         if status >= 500:
             return
-        expires_at = time.time() + self._ttl
-        await self._decisions.remember_token(caller.token_hash, expires_at)
+        expires_at = await self._remember_token(caller, caller.token_hash)
         if image_ids and status in DECISION_STATUSES:
             await self._decisions.remember(caller.token_hash, image_ids, status, expires_at)
+
+    async def _remember_token(self, caller: Caller, token_hash: str) -> float:
+        """Record the token as valid; returns until when decisions made with it may be used."""
+        horizon = time.time() + self._ttl
+        if self._keystone is None:
+            await self._decisions.remember_token(token_hash, horizon)
+            return horizon
+        token_expiry = await self._decisions.token_expiry(token_hash)
+        if token_expiry is not None:
+            return min(horizon, token_expiry)
+        info = await self._keystone.validate(caller.headers[AUTH_TOKEN])
+        if info is None:  # Keystone could not say (down?): rely on Glance's answer alone
+            await self._decisions.remember_token(token_hash, horizon)
+            return horizon
+        await self._decisions.remember_token(
+            token_hash, min(horizon, info.expires_at), info.project_id, "admin" in info.roles
+        )
+        return min(horizon, info.expires_at)
 
     async def known(self, caller: Caller) -> bool:
         return caller.token_hash is not None and await self._decisions.token_known(

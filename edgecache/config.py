@@ -64,6 +64,18 @@ def default_cache_dir() -> Path:
 
 
 @dataclass(frozen=True)
+class ServiceCredentials:
+    """A Keystone service user edgecache may act as (see [keystone] in the example config)."""
+
+    auth_url: str
+    username: str
+    password: str
+    project_name: str
+    user_domain_name: str = "Default"
+    project_domain_name: str = "Default"
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything the daemon is configured with; see config/edgecache.toml for each key."""
 
@@ -80,11 +92,30 @@ class Settings:
     failures_to_offline: int = 2
     probe_interval: float = 2.0
     decision_ttl: float = 12 * 3600.0
+    keystone_url: str | None = None
+    keystone_username: str | None = None
+    keystone_password: str | None = None
+    keystone_project: str | None = None
+    keystone_user_domain: str = "Default"
+    keystone_project_domain: str = "Default"
     log_level: str = "info"
 
     @property
     def upstream_url(self) -> str:
         return self.upstream.rstrip("/")
+
+    @property
+    def service_credentials(self) -> ServiceCredentials | None:
+        if not (self.keystone_url and self.keystone_username and self.keystone_password):
+            return None
+        return ServiceCredentials(
+            auth_url=self.keystone_url,
+            username=self.keystone_username,
+            password=self.keystone_password,
+            project_name=self.keystone_project or "service",
+            user_domain_name=self.keystone_user_domain,
+            project_domain_name=self.keystone_project_domain,
+        )
 
 
 # TOML layout: section -> {toml key -> Settings attribute}
@@ -99,6 +130,14 @@ TOML_KEYS: dict[str, dict[str, str]] = {
     },
     "server": {"listen": "listen", "log_level": "log_level"},
     "offline": {"decision_ttl": "decision_ttl"},
+    "keystone": {
+        "auth_url": "keystone_url",
+        "username": "keystone_username",
+        "password": "keystone_password",
+        "project_name": "keystone_project",
+        "user_domain_name": "keystone_user_domain",
+        "project_domain_name": "keystone_project_domain",
+    },
     "cache": {
         "dir": "cache_dir",
         "max_size": "max_size",
@@ -142,8 +181,12 @@ def _coerce(attr: str, key: str, value: Any) -> dict[str, Any]:
     if attr == "listen":
         host, port = _parse_listen(value, key)
         return {"listen_host": host, "listen_port": port}
-    if attr == "upstream":
+    if attr in ("upstream", "keystone_url"):
         return {attr: _check_url(value, key)}
+    if attr.startswith("keystone_"):
+        if not isinstance(value, str) or not value:
+            raise ConfigError(key, "expected a non-empty string")
+        return {attr: value}
     if attr == "cache_dir":
         return {attr: Path(str(value)).expanduser()}
     if attr in ("max_size", "chunk_size"):
@@ -211,5 +254,9 @@ def load_settings(config_path: Path | None, overrides: dict[str, Any]) -> Settin
         values.update(_coerce(attr, key, value))
     if "upstream" not in values:
         raise ConfigError("upstream.url", "no upstream Glance given (set it or pass --upstream)")
+    if "keystone_url" in values:
+        for needed in ("username", "password"):
+            if f"keystone_{needed}" not in values:
+                raise ConfigError(f"keystone.{needed}", "required when keystone.auth_url is set")
     known = {f.name for f in fields(Settings)}
     return Settings(**{k: v for k, v in values.items() if k in known})

@@ -50,6 +50,12 @@ class Metrics:
             "edgecache_evictions", "Blobs evicted to stay under max_size", registry=r
         )
 
+        self.revalidations = Counter(
+            "edgecache_revalidated_decisions",
+            "Remembered decisions re-checked after the uplink came back, by outcome",
+            ["outcome"],  # kept, revoked, deleted
+            registry=r,
+        )
         self.uplink_up = Gauge(
             "edgecache_uplink_up", "1 while the regional Glance is reachable, else 0", registry=r
         )

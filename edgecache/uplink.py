@@ -60,6 +60,10 @@ class Uplink:
         """Run `listener` (in the background) each time the uplink comes back."""
         self._listeners.append(listener)
 
+    async def settle(self) -> None:
+        """Wait for the jobs started by the last reconnect (revalidation) to finish."""
+        await asyncio.gather(*self._jobs, return_exceptions=True)
+
     def check(self) -> None:
         """Raise UplinkDown instead of letting a request wait for a known failure."""
         if not self.online:

@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any
 
 from aiohttp import web
 
 ADMIN_TOKEN = "admin-token"
+SERVICE_USER = ("edgecache", "service-password")
 
 
 @dataclass
@@ -86,6 +89,7 @@ class FakeGlance:
         self.metadata_requests: Counter[str] = Counter()
         self.requests: list[tuple[str, str, dict[str, str]]] = []
         self.uploads: dict[str, int] = {}
+        self.token_expiry: dict[str, float] = {}  # Keystone's word on a token's expiry
 
     def make_app(self) -> web.Application:
         """A fresh application over the same state (a stopped server cannot restart an app)."""
@@ -98,6 +102,8 @@ class FakeGlance:
         app.router.add_get("/v2/images/{id}/file", self._download)
         app.router.add_put("/v2/images/{id}/file", self._upload)
         app.router.add_get("/v2/schemas/image", self._schema)
+        app.router.add_post("/v3/auth/tokens", self._keystone_issue)
+        app.router.add_get("/v3/auth/tokens", self._keystone_validate)
         return app
 
     # --- test set-up helpers -------------------------------------------------------------
@@ -131,6 +137,28 @@ class FakeGlance:
         if image is None or not self._visible(image, project):
             return _error(404, f"No image found with ID {request.match_info['id']}")
         return image
+
+    # --- a Keystone just big enough for service credentials -------------------------------
+    def _token_body(self, project: str, expires_at: float) -> dict[str, Any]:
+        stamp = datetime.fromtimestamp(expires_at, tz=UTC).isoformat()
+        roles = [{"name": "admin"}] if project == "admin-project" else [{"name": "member"}]
+        return {"token": {"project": {"id": project}, "expires_at": stamp, "roles": roles}}
+
+    async def _keystone_issue(self, request: web.Request) -> web.Response:
+        user = (await request.json())["auth"]["identity"]["password"]["user"]
+        if (user["name"], user["password"]) != SERVICE_USER:
+            return _error(401, "The request you have made requires authentication.")
+        body = self._token_body("admin-project", time.time() + 3600)
+        return web.json_response(body, status=201, headers={"X-Subject-Token": ADMIN_TOKEN})
+
+    async def _keystone_validate(self, request: web.Request) -> web.Response:
+        if request.headers.get("X-Auth-Token") != ADMIN_TOKEN:
+            return _error(403, "You are not authorized to perform the requested action.")
+        subject = request.headers.get("X-Subject-Token", "")
+        if subject not in self.tokens:
+            return _error(404, "Could not find token.")
+        expires_at = self.token_expiry.get(subject, time.time() + 3600)
+        return web.json_response(self._token_body(self.tokens[subject], expires_at))
 
     # --- handlers ------------------------------------------------------------------------
     async def _versions(self, request: web.Request) -> web.Response:

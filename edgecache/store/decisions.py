@@ -14,6 +14,8 @@ from edgecache.store.db import Database
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tokens (
     token_hash TEXT PRIMARY KEY,
+    project_id TEXT,
+    is_admin   INTEGER NOT NULL DEFAULT 0,
     expires_at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS decisions (
@@ -31,12 +33,28 @@ class DecisionStore:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def remember_token(self, token_hash: str, expires_at: float) -> None:
+    async def remember_token(
+        self,
+        token_hash: str,
+        expires_at: float,
+        project_id: str | None = None,
+        is_admin: bool = False,
+    ) -> None:
         """Glance accepted this token (answered something other than 401)."""
         await self._db.write(
-            "INSERT OR REPLACE INTO tokens (token_hash, expires_at) VALUES (?, ?)",
-            (token_hash, expires_at),
+            "INSERT OR REPLACE INTO tokens (token_hash, project_id, is_admin, expires_at)"
+            " VALUES (?, ?, ?, ?)",
+            (token_hash, project_id, int(is_admin), expires_at),
         )
+
+    async def token_expiry(self, token_hash: str) -> float | None:
+        """When a token validated with Keystone expires (None if never validated)."""
+        row = await self._db.fetch_one(
+            "SELECT expires_at FROM tokens WHERE token_hash = ? AND project_id IS NOT NULL"
+            " AND expires_at > ?",
+            (token_hash, time.time()),
+        )
+        return float(row[0]) if row else None
 
     async def token_known(self, token_hash: str) -> bool:
         row = await self._db.fetch_one(
@@ -66,6 +84,21 @@ class DecisionStore:
             (token_hash, image_id, time.time()),
         )
         return int(row[0]) if row else None
+
+    async def allowed(self, image_id: str) -> list[tuple[str, str | None, bool]]:
+        """(token hash, project, is admin) of every caller remembered as allowed to see it."""
+        rows = await self._db.fetch_all(
+            "SELECT d.token_hash, t.project_id, COALESCE(t.is_admin, 0) FROM decisions d"
+            " LEFT JOIN tokens t ON t.token_hash = d.token_hash"
+            " WHERE d.image_id = ? AND d.status = 200",
+            (image_id,),
+        )
+        return [(str(r[0]), r[1], bool(r[2])) for r in rows]
+
+    async def forget(self, token_hash: str, image_id: str) -> None:
+        await self._db.write(
+            "DELETE FROM decisions WHERE token_hash = ? AND image_id = ?", (token_hash, image_id)
+        )
 
     async def forget_image(self, image_id: str) -> None:
         await self._db.write("DELETE FROM decisions WHERE image_id = ?", (image_id,))

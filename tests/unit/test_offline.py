@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from pathlib import Path
 
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
-from edgecache.appkeys import UPSTREAM
+from edgecache.appkeys import CACHE, UPSTREAM
 from tests.conftest import EdgecacheFactory, MiB, UpstreamServer, random_bytes
-from tests.fakeglance import FakeGlance, FakeImage
+from tests.fakeglance import SERVICE_USER, FakeGlance, FakeImage
 
 VISIBILITIES = {
     "public": {},
@@ -301,3 +302,68 @@ async def test_offline_a_known_caller_gets_only_open_images_it_never_asked_about
         status, body = await status_and_body(edgecache, path, other)
         assert status == expected, path
         assert (image.data in body) is (path.endswith("file") and expected == 200)
+
+
+@pytest.fixture
+async def keystone_edgecache(make_edgecache: EdgecacheFactory, glance_url: str) -> TestClient:
+    return await make_edgecache(
+        failures_to_offline=1,
+        probe_interval=0.05,
+        keystone_url=f"{glance_url}/v3",
+        keystone_username=SERVICE_USER[0],
+        keystone_password=SERVICE_USER[1],
+        keystone_project="service",
+    )
+
+
+async def test_reconnect_revalidation_takes_away_what_glance_took_away(
+    glance: FakeGlance, upstream_server: UpstreamServer, keystone_edgecache: TestClient
+) -> None:
+    edgecache = keystone_edgecache
+    owner, member, outsider = (glance.add_project(p) for p in ("p1", "p2", "p3"))
+    shared = glance.add_image(
+        random_bytes(1000), owner="p1", visibility="shared", members={"p2": "accepted"}
+    )
+    deleted = glance.add_image(random_bytes(1000), owner="p1")
+    hidden = glance.add_image(random_bytes(1000), owner="p1", visibility="public")
+    unchanged = glance.add_image(random_bytes(1000), owner="p1", visibility="public")
+    before = [
+        (member, shared, 200),
+        (owner, deleted, 200),
+        (outsider, hidden, 200),
+        (owner, hidden, 200),
+        (outsider, unchanged, 200),
+    ]
+    for token, image, status in before:
+        assert (await status_and_body(edgecache, f"/v2/images/{image.id}/file", token))[0] == status
+    await go_offline(edgecache, upstream_server)
+    # While the edge is cut off, the region changes its mind.
+    del shared.members["p2"]
+    del glance.images[deleted.id]
+    hidden.visibility = "private"
+    await go_online(edgecache, upstream_server)
+    await edgecache.server.app[UPSTREAM].uplink.settle()
+    await go_offline(edgecache, upstream_server)
+    after = [
+        (member, shared, 404),
+        (owner, deleted, 404),
+        (outsider, hidden, 404),
+        (owner, hidden, 200),
+        (outsider, unchanged, 200),
+    ]
+    for token, image, status in after:
+        for path in (f"/v2/images/{image.id}", f"/v2/images/{image.id}/file"):
+            assert (await status_and_body(edgecache, path, token))[0] == status, (path, status)
+    assert not edgecache.server.app[CACHE].store.blob_path(deleted.id).exists()
+
+
+async def test_decisions_never_outlive_the_token(
+    glance: FakeGlance, upstream_server: UpstreamServer, keystone_edgecache: TestClient
+) -> None:
+    token = glance.add_project("p1")
+    glance.token_expiry[token] = time.time() - 1  # Keystone says: already expired
+    image = glance.add_image(random_bytes(1000), owner="p1")
+    path = f"/v2/images/{image.id}/file"
+    assert await status_and_body(keystone_edgecache, path, token) == (200, image.data)
+    await go_offline(keystone_edgecache, upstream_server)
+    assert (await status_and_body(keystone_edgecache, path, token))[0] == 401

@@ -1,0 +1,104 @@
+"""Optional service credentials: validate callers' tokens and revalidate records as a service.
+
+With them edgecache learns exactly which project a token belongs to and when it expires (so a
+remembered decision never outlives its token), and can re-check remembered image records when
+the uplink comes back. Without them, Glance's per-request answers are all it knows.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime
+
+import aiohttp
+
+from edgecache.config import ServiceCredentials
+from edgecache.upstream import TRANSIENT_ERRORS
+
+log = logging.getLogger(__name__)
+
+_REFRESH_MARGIN = 300.0  # renew the service token this long before it expires
+_VALIDATION_ERRORS: tuple[type[BaseException], ...] = (
+    *TRANSIENT_ERRORS,
+    aiohttp.ClientResponseError,
+    PermissionError,
+    ValueError,
+    KeyError,
+)
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    project_id: str | None
+    expires_at: float
+    roles: frozenset[str]
+
+
+class Keystone:
+    def __init__(self, credentials: ServiceCredentials, session: aiohttp.ClientSession) -> None:
+        self._credentials = credentials
+        self._session = session
+        self._token: str | None = None
+        self._token_expires = 0.0
+
+    @property
+    def _tokens_url(self) -> str:
+        return self._credentials.auth_url.rstrip("/") + "/auth/tokens"
+
+    async def service_token(self) -> str:
+        if self._token is None or time.time() > self._token_expires - _REFRESH_MARGIN:
+            self._token, info = await self._authenticate()
+            self._token_expires = info.expires_at
+        return self._token
+
+    async def validate(self, token: str) -> TokenInfo | None:
+        """What Keystone says of a caller's token; None if it is not valid (or unknowable now)."""
+        try:
+            headers = {"X-Auth-Token": await self.service_token(), "X-Subject-Token": token}
+            async with self._session.get(self._tokens_url, headers=headers) as response:
+                if response.status != 200:
+                    return None
+                return _token_info(await response.json())
+        except _VALIDATION_ERRORS as exc:
+            log.warning("could not validate a token with Keystone: %r", exc)
+            return None
+
+    async def _authenticate(self) -> tuple[str, TokenInfo]:
+        c = self._credentials
+        body = {
+            "auth": {
+                "identity": {
+                    "methods": ["password"],
+                    "password": {
+                        "user": {
+                            "name": c.username,
+                            "domain": {"name": c.user_domain_name},
+                            "password": c.password,
+                        }
+                    },
+                },
+                "scope": {
+                    "project": {"name": c.project_name, "domain": {"name": c.project_domain_name}}
+                },
+            }
+        }
+        async with self._session.post(self._tokens_url, json=body) as response:
+            if response.status != 201:
+                raise PermissionError(
+                    f"Keystone refused the service credentials ({response.status})"
+                )
+            return response.headers["X-Subject-Token"], _token_info(await response.json())
+
+
+def _token_info(body: dict[str, object]) -> TokenInfo:
+    token = body["token"]
+    assert isinstance(token, dict)
+    project = token.get("project") or {}
+    expires = datetime.fromisoformat(str(token["expires_at"]).replace("Z", "+00:00"))
+    return TokenInfo(
+        project_id=project.get("id") if isinstance(project, dict) else None,
+        expires_at=expires.timestamp(),
+        roles=frozenset(r["name"] for r in token.get("roles", []) if isinstance(r, dict)),
+    )
