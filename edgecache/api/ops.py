@@ -4,12 +4,20 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from edgecache.appkeys import METRICS
+from edgecache.appkeys import METRICS, UPSTREAM
 from edgecache.metrics import CONTENT_TYPE
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+    """Alive (200) whether or not the uplink is; the body says which."""
+    uplink = request.app[UPSTREAM].uplink
+    return web.json_response(
+        {
+            "status": "ok",
+            "uplink": "up" if uplink.online else "down",
+            "uplink_changed_at": uplink.changed_at,
+        }
+    )
 
 
 async def metrics(request: web.Request) -> web.Response:

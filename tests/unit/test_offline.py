@@ -91,6 +91,31 @@ async def test_no_leak_across_projects_online_offline_online(
     assert await observe() == online
 
 
+async def test_uplink_state_in_healthz_metrics_and_logs(
+    upstream_server: UpstreamServer,
+    offline_edgecache: TestClient,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    edgecache = offline_edgecache
+
+    async def state() -> tuple[str, str]:
+        health = await (await edgecache.get("/healthz")).json()
+        metrics = await (await edgecache.get("/metrics")).text()
+        up = next(line for line in metrics.splitlines() if line.startswith("edgecache_uplink_up"))
+        return health["uplink"], up.split()[-1]
+
+    assert await state() == ("up", "1.0")
+    await go_offline(edgecache, upstream_server)
+    for _ in range(3):
+        assert await state() == ("down", "0.0")
+    await go_online(edgecache, upstream_server)
+    assert await state() == ("up", "1.0")
+    transitions = [r.message for r in caplog.records if r.name == "edgecache.uplink"]
+    assert len(transitions) == 2
+    assert "offline" in transitions[0]
+    assert "back online" in transitions[1]
+
+
 async def test_offline_metadata_is_marked_with_its_age(
     glance: FakeGlance, upstream_server: UpstreamServer, offline_edgecache: TestClient
 ) -> None:
