@@ -17,6 +17,7 @@ from edgecache.store.documents import SHARED_SCOPE, Document, DocumentStore
 from edgecache.upstream import TRANSIENT_ERRORS, UNAVAILABLE_STATUSES, Upstream, UpstreamAnswer
 
 RETRY_AFTER = "30"
+REMEMBERED_STATUSES = frozenset({200, 300})  # 300: Glance's answer to GET /
 _REFUSALS = {
     401: "The request you have made requires authentication.",
     403: "You are not authorized to complete this action.",
@@ -100,7 +101,7 @@ class Recall:
         fresh: UpstreamAnswer,
     ) -> None:
         await self._authority.observe(caller, fresh.status, [image_id] if image_id else [])
-        if fresh.status != 200:
+        if fresh.status not in REMEMBERED_STATUSES:
             return
         content_type = fresh.headers.get("Content-Type", "application/json")
         document = Document(fresh.status, content_type, fresh.body, time.time())

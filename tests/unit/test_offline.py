@@ -123,6 +123,7 @@ async def test_offline_metadata_is_marked_with_its_age(
     token = glance.add_project("p1")
     image = glance.add_image(b"x" * 100, owner="p1", members={"p2": "accepted"})
     paths = [
+        "/",
         "/versions",
         "/v2/schemas/image",
         "/v2/images?limit=10",
@@ -130,15 +131,15 @@ async def test_offline_metadata_is_marked_with_its_age(
         f"/v2/images/{image.id}/members",
     ]
     online = {path: await status_and_body(edgecache, path, token) for path in paths}
-    assert all(status == 200 for status, _ in online.values())
+    assert all(status in (200, 300) for status, _ in online.values())
     await go_offline(edgecache, upstream_server)
     for path in paths:
         async with edgecache.get(path, headers={"X-Auth-Token": token}) as resp:
-            assert resp.status == 200, path
+            assert resp.status == online[path][0], path
             assert resp.headers["X-Edgecache-Source"] == "cache"
             assert resp.headers["X-Edgecache-Uplink"] == "down"
             assert int(resp.headers["Age"]) >= 0
-            if path != "/versions":  # its links are rewritten to the caller's address
+            if path not in ("/", "/versions"):  # links are rewritten to the caller's address
                 assert await resp.read() == online[path][1]
     async with edgecache.get("/v2/images?limit=99", headers={"X-Auth-Token": token}) as resp:
         assert resp.status == 503  # a list never fetched cannot be made up
