@@ -1,8 +1,7 @@
-"""Single-range `Range: bytes=...` parsing with Glance's semantics.
+"""`Range: bytes=...` parsing with Glance's semantics (glance.common.wsgi).
 
-A header we cannot honour as one range (garbage, another unit, several ranges) is ignored and
-the whole image is sent, as RFC 9110 allows; a well-formed range outside the image is
-unsatisfiable (416).
+Glance answers one range only: several ranges are a 400, a header it cannot parse or a start
+beyond the image is a 416.
 """
 
 from __future__ import annotations
@@ -15,7 +14,11 @@ _MAX_DIGITS = 19  # beyond 2**63 nothing can be satisfiable; refuse to build hug
 
 
 class RangeNotSatisfiable(Exception):
-    """The requested range lies outside the image."""
+    """The header is not a range Glance would serve (416)."""
+
+
+class MultipleRanges(Exception):
+    """Glance refuses multi-range requests with a 400."""
 
 
 @dataclass(frozen=True)
@@ -32,15 +35,18 @@ class ByteRange:
 
 
 def parse_range(header: str | None, size: int) -> ByteRange | None:
-    """The range to send, or None for the whole body; raises RangeNotSatisfiable."""
-    if not header:
+    """The range to send, or None for the whole body.
+
+    Raises MultipleRanges or RangeNotSatisfiable as Glance would answer them.
+    """
+    if header is None:
         return None
+    if "," in header:
+        raise MultipleRanges(header)
     match = _SINGLE_RANGE.match(header)
-    if not match:
-        return None
+    if not match or not any(match.groups()):
+        raise RangeNotSatisfiable(header)
     first, last = match.groups()
-    if not first and not last:
-        return None
     if len(first) > _MAX_DIGITS or len(last) > _MAX_DIGITS:
         raise RangeNotSatisfiable(header)
     if not first:
@@ -49,9 +55,6 @@ def parse_range(header: str | None, size: int) -> ByteRange | None:
             raise RangeNotSatisfiable(header)
         return ByteRange(max(size - suffix, 0), size)
     start = int(first)
-    end = size if not last else int(last) + 1
-    if last and end <= start:
+    if (last and int(last) < start) or start >= size:
         raise RangeNotSatisfiable(header)
-    if start >= size:
-        raise RangeNotSatisfiable(header)
-    return ByteRange(start, min(end, size))
+    return ByteRange(start, min(int(last) + 1, size) if last else size)

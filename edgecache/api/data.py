@@ -13,13 +13,18 @@ from edgecache.api.transfer import abort, data_response, send_file
 from edgecache.appkeys import AUTHORITY, CACHE, METRICS, RECALL, UPSTREAM
 from edgecache.auth import Caller
 from edgecache.images import ImageRecord, is_image_id
-from edgecache.ranges import ByteRange, RangeNotSatisfiable, parse_range
+from edgecache.ranges import ByteRange, MultipleRanges, RangeNotSatisfiable, parse_range
 from edgecache.recall import refusal, uplink_down
 from edgecache.store.blobs import BlobCorrupt
 from edgecache.store.fill import Fill, FillFailed
 from edgecache.store.index import BlobEntry
 
 log = logging.getLogger(__name__)
+
+MULTIPLE_RANGES = (
+    "Requests with multiple ranges are not supported in Glance. "
+    "You may make multiple single-range requests instead."
+)
 
 
 async def image_file(request: web.Request) -> web.StreamResponse:
@@ -33,17 +38,17 @@ async def image_file(request: web.Request) -> web.StreamResponse:
     if answer.status != 200:
         return to_response(answer)
     image = ImageRecord.from_glance(answer.json())
-    if not image.cacheable:
+    if not image.cacheable or "Content-Range" in request.headers:
+        # Glance's legacy Content-Range-on-GET is left to Glance.
         return await passthrough(request)
     assert image.size is not None
     try:
         byte_range = parse_range(request.headers.get("Range"), image.size)
+    except MultipleRanges:
+        return to_response(refusal(400, MULTIPLE_RANGES))
     except RangeNotSatisfiable:
-        return to_response(
-            refusal(
-                416, "Requested range not satisfiable", {"Content-Range": f"bytes */{image.size}"}
-            )
-        )
+        unsatisfiable = {"Content-Range": f"bytes */{image.size}"}
+        return to_response(refusal(416, "Invalid Range header.", unsatisfiable))
     if request.method == "HEAD":
         return data_response(image, byte_range, "metadata")
     return await _serve(request, image, byte_range, caller)

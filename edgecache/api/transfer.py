@@ -22,10 +22,10 @@ def data_response(
     response = web.StreamResponse(status=206 if byte_range else 200)
     response.content_type = "application/octet-stream"
     response.headers["X-Edgecache-Source"] = source
+    if image.checksum:  # the whole image's, even on a 206, as Glance sends it
+        response.headers["Content-MD5"] = image.checksum
     if byte_range is None:
         response.content_length = image.size
-        if image.checksum:
-            response.headers["Content-MD5"] = image.checksum
     else:
         response.content_length = byte_range.length
         response.headers["Content-Range"] = byte_range.content_range(image.size)
