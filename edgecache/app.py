@@ -7,16 +7,18 @@ from pathlib import Path
 
 from aiohttp import web
 
+from edgecache.api import cache_admin
 from edgecache.api.data import image_file
 from edgecache.api.metadata import image_list, image_members, image_record, schema
 from edgecache.api.ops import healthz, metrics
 from edgecache.api.proxy import passthrough
 from edgecache.api.versions import versions
-from edgecache.appkeys import AUTHORITY, CACHE, METRICS, RECALL, SETTINGS, UPSTREAM
+from edgecache.appkeys import AUTHORITY, CACHE, METRICS, PREFETCHER, RECALL, SETTINGS, UPSTREAM
 from edgecache.auth import Authority, TokenHasher
 from edgecache.config import Settings
 from edgecache.keystone import Keystone
 from edgecache.metrics import Metrics
+from edgecache.prefetch import Prefetcher
 from edgecache.recall import Recall
 from edgecache.revalidate import Revalidator
 from edgecache.store.cache import ImageCache
@@ -43,6 +45,12 @@ def create_app(settings: Settings) -> web.Application:
     router.add_get("/v2/schemas/{schema:.+}", schema, allow_head=False)
     router.add_route("GET", f"/v2/images/{IMAGE_ID}/file", image_file)
     router.add_route("HEAD", f"/v2/images/{IMAGE_ID}/file", image_file)
+    router.add_get("/v2/cache", cache_admin.cache_state, allow_head=False)
+    router.add_delete("/v2/cache", cache_admin.clear)
+    router.add_put("/v2/cache/{image_id}", cache_admin.queue_image)
+    router.add_delete("/v2/cache/{image_id}", cache_admin.delete_entry)
+    router.add_post("/v2/cache/prune", cache_admin.prune)
+    router.add_post("/v2/cache/clean", cache_admin.clean)
     router.add_route("*", "/{tail:.*}", passthrough)
     return app
 
@@ -77,9 +85,12 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
         app[RECALL] = Recall(
             upstream=upstream, documents=cache.index.documents, authority=app[AUTHORITY]
         )
+        app[PREFETCHER] = Prefetcher(cache, settings.prefetch_parallel)
+        app[PREFETCHER].start()
         try:
             yield
         finally:
+            await app[PREFETCHER].close()
             await app[CACHE].close()
     finally:
         await upstream.close()

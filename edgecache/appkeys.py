@@ -7,6 +7,7 @@ from aiohttp import web
 from edgecache.auth import Authority
 from edgecache.config import Settings
 from edgecache.metrics import Metrics
+from edgecache.prefetch import Prefetcher
 from edgecache.recall import Recall
 from edgecache.store.cache import ImageCache
 from edgecache.upstream import Upstream
@@ -17,3 +18,4 @@ UPSTREAM = web.AppKey("upstream", Upstream)
 CACHE = web.AppKey("cache", ImageCache)
 AUTHORITY = web.AppKey("authority", Authority)
 RECALL = web.AppKey("recall", Recall)
+PREFETCHER = web.AppKey("prefetcher", Prefetcher)

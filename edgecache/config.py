@@ -86,6 +86,7 @@ class Settings:
     max_size: int = 20 * 2**30
     chunk_size: int = 4 * 2**20
     verify_reads: bool = True
+    prefetch_parallel: int = 2
     stall_timeout: float = 60.0
     connect_timeout: float = 5.0
     read_timeout: float = 30.0
@@ -143,6 +144,7 @@ TOML_KEYS: dict[str, dict[str, str]] = {
         "max_size": "max_size",
         "chunk_size": "chunk_size",
         "verify_reads": "verify_reads",
+        "prefetch_parallel": "prefetch_parallel",
     },
 }
 _LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -198,7 +200,7 @@ def _coerce(attr: str, key: str, value: Any) -> dict[str, Any]:
         if not isinstance(value, bool):
             raise ConfigError(key, f"expected true or false, got {value!r}")
         return {attr: value}
-    if attr == "failures_to_offline":
+    if attr in ("failures_to_offline", "prefetch_parallel"):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(key, f"expected a whole number >= 1, got {value!r}")
         return {attr: value}

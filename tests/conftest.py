@@ -13,6 +13,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from edgecache.app import create_app
+from edgecache.appkeys import UPSTREAM
 from edgecache.config import Settings
 from tests.fakeglance import FakeGlance
 
@@ -44,6 +45,19 @@ class UpstreamServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+
+async def go_offline(client: TestClient, upstream: UpstreamServer) -> None:
+    await upstream.stop()
+    uplink = client.server.app[UPSTREAM].uplink
+    while uplink.online:  # requests that fail are what tell edgecache the uplink is gone
+        async with client.get("/versions"):
+            pass
+
+
+async def go_online(client: TestClient, upstream: UpstreamServer) -> None:
+    await upstream.start()
+    assert await client.server.app[UPSTREAM].uplink.wait_online(within=30)
 
 
 @pytest.fixture

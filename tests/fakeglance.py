@@ -102,6 +102,7 @@ class FakeGlance:
         app.router.add_get("/v2/images/{id}/file", self._download)
         app.router.add_put("/v2/images/{id}/file", self._upload)
         app.router.add_get("/v2/schemas/image", self._schema)
+        app.router.add_get("/v2/cache", self._cache_policy)
         app.router.add_post("/v3/auth/tokens", self._keystone_issue)
         app.router.add_get("/v3/auth/tokens", self._keystone_validate)
         return app
@@ -201,6 +202,15 @@ class FakeGlance:
             return found
         self.metadata_requests[found.id] += 1
         return web.json_response(found.record())
+
+    async def _cache_policy(self, request: web.Request) -> web.Response:
+        """Glance 33 with its own cache off: policy first (403), then 'not supported' (404)."""
+        project = self._caller(request)
+        if project is None:
+            return _error(401, "The request you have made requires authentication.")
+        if project != "admin-project":
+            return _error(403, "Access was denied to this resource.")
+        return _error(404, "Caching via API is not supported at this site.")
 
     async def _members(self, request: web.Request) -> web.Response:
         found = self._lookup(request)

@@ -36,13 +36,22 @@ class Evictor:
                 return False
             used = await self._index.total_size() + sum(self._reserved.values())
             excess = used + size - self.max_size
-            if excess > 0 and await self._evict(excess) < excess:
+            if excess > 0 and (await self._evict(excess))[1] < excess:
                 return False
             self._reserved[image_id] = size
             return True
 
     def release(self, image_id: str) -> None:
         self._reserved.pop(image_id, None)
+
+    async def prune(self) -> tuple[int, int]:
+        """Evict least recently used copies until the cache is within max_size."""
+        async with self._lock:
+            excess = await self._index.total_size() + sum(self._reserved.values())
+            excess -= self.max_size
+            if excess <= 0:
+                return 0, 0
+            return await self._evict(excess)
 
     async def remove(self, image_id: str) -> bool:
         """Drop one blob on request (admin); refused while it is being read."""
@@ -52,8 +61,9 @@ class Evictor:
             await self._drop(image_id)
             return True
 
-    async def _evict(self, wanted: int) -> int:
-        freed = 0
+    async def _evict(self, wanted: int) -> tuple[int, int]:
+        """Drop unread copies, least recently used first, until `wanted` bytes are freed."""
+        files = freed = 0
         for image_id, size in await self._index.eviction_order():
             if freed >= wanted:
                 break
@@ -62,8 +72,9 @@ class Evictor:
             await self._drop(image_id)
             self._metrics.evictions.inc()
             log.info("evicted image %s (%d bytes) to stay under max_size", image_id, size)
+            files += 1
             freed += size
-        return freed
+        return files, freed
 
     async def _drop(self, image_id: str) -> None:
         # Row first: a crash in between leaves an orphan file, which start-up removes.

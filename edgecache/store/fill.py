@@ -165,6 +165,9 @@ class FillManager:
     def current(self, image_id: str) -> Fill | None:
         return self._fills.get(image_id)
 
+    def running(self) -> list[str]:
+        return list(self._fills)
+
     async def start(self, image: ImageRecord, identity: Mapping[str, str]) -> Fill | None:
         """The running fill for `image`, a new one, or None if it cannot be cached now."""
         if (fill := self._fills.get(image.id)) is not None:

@@ -12,7 +12,14 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from edgecache.appkeys import CACHE, UPSTREAM
-from tests.conftest import EdgecacheFactory, MiB, UpstreamServer, random_bytes
+from tests.conftest import (
+    EdgecacheFactory,
+    MiB,
+    UpstreamServer,
+    go_offline,
+    go_online,
+    random_bytes,
+)
 from tests.fakeglance import SERVICE_USER, FakeGlance, FakeImage
 
 VISIBILITIES = {
@@ -28,19 +35,6 @@ async def status_and_body(client: TestClient, path: str, token: str | None) -> t
     headers = {"X-Auth-Token": token} if token else {}
     async with client.get(path, headers=headers) as resp:
         return resp.status, await resp.read()
-
-
-async def go_offline(client: TestClient, upstream: UpstreamServer) -> None:
-    await upstream.stop()
-    uplink = client.server.app[UPSTREAM].uplink
-    while uplink.online:  # requests that fail are what tell edgecache the uplink is gone
-        async with client.get("/versions"):
-            pass
-
-
-async def go_online(client: TestClient, upstream: UpstreamServer) -> None:
-    await upstream.start()
-    assert await client.server.app[UPSTREAM].uplink.wait_online(within=30)
 
 
 @pytest.fixture
