@@ -12,13 +12,14 @@ import logging
 import signal
 import sys
 import tempfile
-import time
 from pathlib import Path
 from types import FrameType
 
 from .errors import StackError
 from .install import default_cache_root, ensure_stack_venv
 from .openstack import OpenStackStack
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,7 +36,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m tests.stack", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.stack",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument(
         "--cache-root",
         type=Path,
@@ -55,27 +60,33 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Stop(Exception):
+    """Raised by the signal handler to leave the ``with`` block that owns the stack."""
+
+
 def _up(base_dir: Path | None, cache_root: Path | None) -> int:
-    signal.signal(signal.SIGTERM, _exit_on_signal)
+    # Installed for SIGINT too: a background job of a non-interactive shell starts with
+    # SIGINT ignored, and Python then never raises KeyboardInterrupt.
+    for sig in _STOP_SIGNALS:
+        signal.signal(sig, _stop_on_signal)
     base = base_dir or Path(tempfile.mkdtemp(prefix="edgecache-stack-"))
-    venv = ensure_stack_venv(cache_root)
     try:
+        venv = ensure_stack_venv(cache_root)
         with OpenStackStack(base, venv=venv) as stack:
             print(json.dumps(stack.as_dict(), indent=2), flush=True)
             while True:
                 signal.pause()
-    except KeyboardInterrupt:
+    except _Stop:
         pass
-    except SystemExit as exc:
-        if exc.code != signal.SIGTERM:
-            raise
-    logging.getLogger(__name__).info("stack stopped at %s", time.strftime("%H:%M:%S"))
+    logging.getLogger(__name__).info("stack stopped; its files are in %s", base)
     return 0
 
 
-def _exit_on_signal(signum: int, frame: FrameType | None) -> None:
-    """Turn SIGTERM into an exception so that the stack's context manager cleans up."""
-    raise SystemExit(signum)
+def _stop_on_signal(signum: int, frame: FrameType | None) -> None:
+    """Stop once: later signals are ignored so that they cannot interrupt the cleanup."""
+    for sig in _STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+    raise _Stop(signal.Signals(signum).name)
 
 
 if __name__ == "__main__":

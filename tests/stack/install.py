@@ -53,7 +53,8 @@ def ensure_stack_venv(
     """Return a venv with ``requirements`` installed, building it first if needed.
 
     Safe to call from several processes at once (a file lock serialises the build). A venv
-    whose marker file is missing or stale (an interrupted build) is deleted and rebuilt.
+    whose marker file is missing or stale (an interrupted build), or whose interpreter is
+    gone, is deleted and rebuilt.
     """
     root = cache_root or default_cache_root()
     root.mkdir(parents=True, exist_ok=True)
@@ -61,7 +62,9 @@ def ensure_stack_venv(
     marker = venv / MARKER
     expected = "\n".join(requirements) + "\n"
     with _file_lock(root / ".lock"):
-        if marker.is_file() and marker.read_text() == expected:
+        # The interpreter link dangles if the Python that built the venv was removed.
+        usable = (venv / "bin" / "python").exists()
+        if usable and marker.is_file() and marker.read_text() == expected:
             return venv
         _build(venv, requirements)
         marker.write_text(expected)

@@ -135,6 +135,8 @@ class OpenStackStack:
     """
 
     def __init__(self, base_dir: Path, *, venv: Path | None = None, host: str = "127.0.0.1"):
+        """``venv``: a stack venv (default: :func:`ensure_stack_venv`, at :meth:`start`);
+        ``host``: the IPv4 loopback address both services listen on."""
         self.base_dir = Path(base_dir).resolve()
         self.host = host
         self._venv = venv
@@ -207,6 +209,7 @@ class OpenStackStack:
         glance.wait_ready(f"{self.glance_url}/healthcheck")
 
     def restart_glance(self) -> None:
+        """Graceful stop, then :meth:`start_glance`."""
         self.stop_glance()
         self.start_glance()
 
@@ -328,7 +331,8 @@ class OpenStackStack:
 
         gunicorn logs a request only after sending its last byte, so a client can finish
         reading just before the line is written: with ``at_least``, poll up to ``timeout``
-        seconds for the count to reach it (the count is returned either way).
+        seconds for the count to reach it (the count is returned either way). A transfer
+        cut short by :meth:`stop_glance` is never logged.
         """
         deadline = time.monotonic() + timeout
         while True:
@@ -345,16 +349,30 @@ class OpenStackStack:
         check: bool = True,
         timeout: float = 600.0,
     ) -> subprocess.CompletedProcess[str]:
-        """Run the stack venv's ``glance`` CLI as ``creds`` (``image_url``: e.g. edgecache)."""
+        """Run the stack venv's ``glance`` CLI as ``creds``; ``image_url`` overrides the
+        catalog's Glance (point it at edgecache). Output is text: download with ``--file``."""
         override = ["--os-image-url", image_url] if image_url else []
         return subprocess.run(
             [str(self.bin_dir / "glance"), *override, *args],
-            env=self._child_env() | creds.as_env(),
+            env=self.client_env(creds),
             capture_output=True,
             text=True,
             check=check,
             timeout=timeout,
         )
+
+    def client_env(self, creds: Credentials | None = None) -> dict[str, str]:
+        """The environment for running the stack venv's tools (as ``creds``, if given).
+
+        None of the caller's own ``OS_*`` settings or Python paths leak in, the stack venv
+        comes first on PATH, and loopback is never sent through an HTTP proxy.
+        """
+        dropped = {"PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV"}
+        env = {k: v for k, v in os.environ.items() if k not in dropped and not k.startswith("OS_")}
+        env["PATH"] = f"{self.bin_dir}{os.pathsep}{env.get('PATH', os.defpath)}"
+        no_proxy = ",".join(filter(None, [env.get("no_proxy"), _LOOPBACK]))
+        env["no_proxy"] = env["NO_PROXY"] = no_proxy
+        return env | (creds.as_env() if creds else {})
 
     # -- start-up -----------------------------------------------------------------------
 
@@ -506,7 +524,7 @@ class OpenStackStack:
             "--access-logformat", ACCESS_LOG_FORMAT,
             app,
         ]  # fmt: skip
-        env = self._child_env() | {
+        env = self.client_env() | {
             "OS_KEYSTONE_CONFIG_DIR": str(self.base_dir / "keystone"),
             "OS_GLANCE_CONFIG_DIR": str(self.base_dir / "glance"),
         }
@@ -566,22 +584,14 @@ class OpenStackStack:
         matches = (_ACCESS_LINE.search(line) for line in lines)
         return sum(1 for m in matches if m and m["path"] == path and m["status"] in ("200", "206"))
 
-    def _child_env(self) -> dict[str, str]:
-        """The environment of everything the stack runs: none of the caller's ``OS_*``
-        settings or Python paths, the stack venv first on PATH, and loopback never proxied."""
-        dropped = {"PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV"}
-        env = {k: v for k, v in os.environ.items() if k not in dropped and not k.startswith("OS_")}
-        env["PATH"] = f"{self.bin_dir}{os.pathsep}{env.get('PATH', os.defpath)}"
-        no_proxy = ",".join(filter(None, [env.get("no_proxy"), _LOOPBACK]))
-        env["no_proxy"] = env["NO_PROXY"] = no_proxy
-        return env
-
-    def _run(self, service: str, argv: list[str], extra_env: Mapping[str, str] = {}) -> None:
+    def _run(
+        self, service: str, argv: list[str], extra_env: Mapping[str, str] | None = None
+    ) -> None:
         log_path = self.base_dir / service / "setup.log"
         with log_path.open("ab") as out:
             result = subprocess.run(
                 argv,
-                env=self._child_env() | dict(extra_env),
+                env=self.client_env() | dict(extra_env or {}),
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
