@@ -83,7 +83,10 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
             )
             upstream.uplink.on_reconnect(revalidator.run)
         app[RECALL] = Recall(
-            upstream=upstream, documents=cache.index.documents, authority=app[AUTHORITY]
+            upstream=upstream,
+            documents=cache.index.documents,
+            authority=app[AUTHORITY],
+            metrics=app[METRICS],
         )
         app[PREFETCHER] = Prefetcher(cache, settings.prefetch_parallel)
         app[PREFETCHER].start()

@@ -1,21 +1,55 @@
-"""Prometheus metric definitions, one registry per application (no global state)."""
+"""Prometheus metric definitions, one registry per application (no global state).
+
+Hit ratio, for example, is one expression away:
+    sum(rate(edgecache_data_requests_total{result="hit"}[5m]))
+      / sum(rate(edgecache_data_requests_total[5m]))
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+_TRANSFER_BUCKETS = (*_LATENCY_BUCKETS, 60, 120, 300, 600, 1800)
 
 
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        # --- requests --------------------------------------------------------------------
+        self.requests = Counter(
+            "edgecache_requests",
+            "HTTP requests answered, by route, method and status",
+            ["route", "method", "status"],
+            registry=r,
+        )
+        self.request_duration = Histogram(
+            "edgecache_request_duration_seconds",
+            "Time to answer a request (whole transfer for streamed bodies), by route",
+            ["route"],
+            buckets=_TRANSFER_BUCKETS,
+            registry=r,
+        )
+        self.upstream_duration = Histogram(
+            "edgecache_upstream_request_duration_seconds",
+            "Time until the upstream Glance answered (response headers), by method",
+            ["method"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
         self.data_requests = Counter(
             "edgecache_data_requests",
             "Image data requests by how they were answered",
-            ["result"],  # hit, miss, passthrough
+            ["result"],  # hit, miss, passthrough, unavailable
+            registry=r,
+        )
+        self.metadata_requests = Counter(
+            "edgecache_metadata_requests",
+            "Metadata reads (records, lists, schemas, versions) by where the answer came from",
+            ["result"],  # upstream (fresh from Glance), cache (remembered), refused (offline)
             registry=r,
         )
         self.bytes_served = Counter(
@@ -26,6 +60,16 @@ class Metrics:
         )
         self.bytes_fetched = Counter(
             "edgecache_fetched_bytes", "Image bytes fetched from the upstream by fills", registry=r
+        )
+        self.transfers_in_progress = Gauge(
+            "edgecache_transfers_in_progress",
+            "Image data transfers to callers under way, by source",
+            ["source"],
+            registry=r,
+        )
+        # --- fills -----------------------------------------------------------------------
+        self.fills_started = Counter(
+            "edgecache_fills_started", "Fills started (one upstream stream each)", registry=r
         )
         self.fills = Counter(
             "edgecache_fills", "Finished fills by outcome", ["outcome"], registry=r
@@ -46,22 +90,35 @@ class Metrics:
             "Stored copies whose chunk hashes stopped matching (quarantined)",
             registry=r,
         )
+        # --- the store -------------------------------------------------------------------
         self.evictions = Counter(
-            "edgecache_evictions", "Blobs evicted to stay under max_size", registry=r
+            "edgecache_evictions", "Copies evicted to stay under max_size", registry=r
         )
-
-        self.revalidations = Counter(
-            "edgecache_revalidated_decisions",
-            "Remembered decisions re-checked after the uplink came back, by outcome",
-            ["outcome"],  # kept, revoked, deleted
-            registry=r,
+        self.evicted_bytes = Counter(
+            "edgecache_evicted_bytes", "Bytes evicted to stay under max_size", registry=r
         )
+        self.cache_size = Gauge(
+            "edgecache_cache_size_bytes", "Bytes of verified copies on disk", registry=r
+        )
+        self.cache_capacity = Gauge(
+            "edgecache_cache_capacity_bytes", "The configured max_size", registry=r
+        )
+        self.cached_images = Gauge(
+            "edgecache_cached_images", "Verified image copies on disk", registry=r
+        )
+        # --- offline ---------------------------------------------------------------------
         self.uplink_up = Gauge(
             "edgecache_uplink_up", "1 while the regional Glance is reachable, else 0", registry=r
         )
         self.uplink_changed = Gauge(
             "edgecache_uplink_last_change_timestamp_seconds",
             "When the uplink last went up or down (Unix time)",
+            registry=r,
+        )
+        self.revalidations = Counter(
+            "edgecache_revalidated_decisions",
+            "Remembered decisions re-checked after the uplink came back, by outcome",
+            ["outcome"],  # kept, revoked, deleted
             registry=r,
         )
 

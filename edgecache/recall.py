@@ -13,6 +13,7 @@ from multidict import CIMultiDict
 
 from edgecache.auth import Authority, Caller
 from edgecache.headers import forwardable
+from edgecache.metrics import Metrics
 from edgecache.store.documents import SHARED_SCOPE, Document, DocumentStore
 from edgecache.upstream import TRANSIENT_ERRORS, UNAVAILABLE_STATUSES, Upstream, UpstreamAnswer
 
@@ -60,11 +61,17 @@ def uplink_down(what: str) -> Answer:
 
 class Recall:
     def __init__(
-        self, *, upstream: Upstream, documents: DocumentStore, authority: Authority
+        self,
+        *,
+        upstream: Upstream,
+        documents: DocumentStore,
+        authority: Authority,
+        metrics: Metrics,
     ) -> None:
         self._upstream = upstream
         self._documents = documents
         self._authority = authority
+        self._metrics = metrics
 
     async def get(
         self,
@@ -84,13 +91,18 @@ class Recall:
         try:
             fresh = await self._upstream.fetch(path_qs, caller.headers)
         except TRANSIENT_ERRORS:
-            return await self._recall(path_qs, caller, scope, image_id, needs_token)
+            return self._counted(await self._recall(path_qs, caller, scope, image_id, needs_token))
         if fresh.status in UNAVAILABLE_STATUSES:
             recalled = await self._recall(path_qs, caller, scope, image_id, needs_token)
             if recalled.status != 503:
-                return recalled
+                return self._counted(recalled)
         await self._learn(path_qs, caller, scope, image_id, fresh)
+        self._metrics.metadata_requests.labels("upstream").inc()
         return Answer(fresh.status, fresh.body, forwardable(fresh.headers))
+
+    def _counted(self, answer: Answer) -> Answer:
+        self._metrics.metadata_requests.labels("cache" if answer.recalled else "refused").inc()
+        return answer
 
     async def _learn(
         self,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
@@ -52,6 +53,7 @@ class Upstream:
         )
         self._probe_timeout = aiohttp.ClientTimeout(total=settings.connect_timeout)
         self._session: aiohttp.ClientSession | None = None
+        self._metrics = metrics
         self.uplink = Uplink(
             probe=self._probe,
             metrics=metrics,
@@ -96,6 +98,7 @@ class Upstream:
         shows on the next request (a resume, say).
         """
         self.uplink.check()
+        started = time.monotonic()
         try:
             response = await self.session.request(
                 method, self.url(path_qs), headers=headers, data=data, allow_redirects=False
@@ -103,6 +106,8 @@ class Upstream:
         except TRANSIENT_ERRORS as exc:
             self.uplink.record_failure(f"{method} {path_qs.split('?')[0]}: {exc!r}")
             raise
+        finally:
+            self._metrics.upstream_duration.labels(method).observe(time.monotonic() - started)
         if response.status in UNAVAILABLE_STATUSES:
             self.uplink.record_failure(f"{method} {path_qs.split('?')[0]}: {response.status}")
         else:

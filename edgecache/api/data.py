@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 from aiohttp import web
 
 from edgecache.api.answers import to_response
-from edgecache.api.proxy import passthrough
+from edgecache.api.proxy import BYTES_SENT, passthrough
 from edgecache.api.transfer import abort, data_response, send_file
 from edgecache.appkeys import AUTHORITY, CACHE, METRICS, RECALL, UPSTREAM
 from edgecache.auth import Caller
@@ -78,7 +79,10 @@ async def _serve(
         # Not cacheable now (too big for max_size), or a part of an image not yet cached:
         # Glance answers directly while any fill goes on in the background.
         metrics.data_requests.labels("passthrough").inc()
-        return await passthrough(request)
+        with metrics.transfers_in_progress.labels("upstream").track_inprogress():
+            response = await passthrough(request)
+        metrics.bytes_served.labels("upstream").inc(response.get(BYTES_SENT, 0))
+        return response
     metrics.data_requests.labels("miss").inc()
     return await _serve_fill(request, image, fill)
 
@@ -107,17 +111,18 @@ async def _serve_blob(
             return None
         await cache.record_hit(entry.image_id)
         response = data_response(image, byte_range, "cache")
-        await response.prepare(request)
-        try:
-            for number, segment in enumerate(segments):
-                if number:
-                    await cache.verify(blob, entry, segment.start, segment.end)
-                await send_file(request, response, blob, segment.start, segment.length)
-        except BlobCorrupt as exc:
-            log.error("%s; transfer aborted", exc)
-            abort(request)
-            return response
-        request.app[METRICS].bytes_served.labels("cache").inc(wanted.length)
+        with _counting(request, response, "cache"):
+            await response.prepare(request)
+            try:
+                for number, segment in enumerate(segments):
+                    if number:
+                        await cache.verify(blob, entry, segment.start, segment.end)
+                    await send_file(request, response, blob, segment.start, segment.length)
+                    response[BYTES_SENT] += segment.length
+            except BlobCorrupt as exc:
+                log.error("%s; transfer aborted", exc)
+                abort(request)
+                return response
         await response.write_eof()
         return response
 
@@ -125,23 +130,33 @@ async def _serve_blob(
 async def _serve_fill(request: web.Request, image: ImageRecord, fill: Fill) -> web.StreamResponse:
     """Stream the image while it is being fetched, ending only once it is verified."""
     response = data_response(image, None, "fill")
-    with fill.open_reader() as partial:
+    with fill.open_reader() as partial, _counting(request, response, "fill"):
         await response.prepare(request)
-        sent = 0
         try:
-            while sent < fill.size:
+            while response[BYTES_SENT] < fill.size:
+                sent = response[BYTES_SENT]
                 end = await fill.readable_end(sent)
                 await send_file(request, response, partial, sent, end - sent)
-                sent = end
+                response[BYTES_SENT] = end
             await fill.wait_verified()
         except FillFailed as exc:
             log.warning("aborting transfer of %s: %s", image.id, exc)
             abort(request)
             return response
-        finally:
-            request.app[METRICS].bytes_served.labels("fill").inc(sent)
     await response.write_eof()
     return response
+
+
+@contextmanager
+def _counting(request: web.Request, response: web.StreamResponse, source: str) -> Iterator[None]:
+    """Track a transfer in the gauges, and count its bytes however it ends."""
+    metrics = request.app[METRICS]
+    response[BYTES_SENT] = 0
+    try:
+        with metrics.transfers_in_progress.labels(source).track_inprogress():
+            yield
+    finally:
+        metrics.bytes_served.labels(source).inc(response[BYTES_SENT])
 
 
 def _segments(wanted: ByteRange, step: int | None) -> Iterator[ByteRange]:

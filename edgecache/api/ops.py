@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from edgecache.appkeys import METRICS, UPSTREAM
+from edgecache.appkeys import CACHE, METRICS, UPSTREAM
 from edgecache.metrics import CONTENT_TYPE
 
 
@@ -21,6 +21,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
+    await request.app[CACHE].publish_gauges()
     response = web.Response(body=request.app[METRICS].render())
     response.headers["Content-Type"] = CONTENT_TYPE
     return response

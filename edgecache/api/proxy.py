@@ -15,6 +15,10 @@ from edgecache.upstream import TRANSIENT_ERRORS
 
 log = logging.getLogger(__name__)
 
+# Bytes of body a handler sent itself (sendfile bypasses aiohttp's own count); for the access
+# log and the byte counters.
+BYTES_SENT = web.ResponseKey("bytes_sent", int)
+
 
 async def passthrough(request: web.Request) -> web.StreamResponse:
     """Forward the request unchanged and stream the answer back unchanged."""
@@ -33,8 +37,10 @@ async def passthrough(request: web.Request) -> web.StreamResponse:
             if upstream.content_length is not None:
                 response.content_length = upstream.content_length
             await response.prepare(request)
+            response[BYTES_SENT] = 0
             async for piece in upstream.content.iter_any():
                 await response.write(piece)
+                response[BYTES_SENT] += len(piece)
     except TRANSIENT_ERRORS as exc:
         log.warning("upstream failed during %s %s: %r", request.method, request.path, exc)
         if not response.prepared:

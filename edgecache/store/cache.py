@@ -113,6 +113,13 @@ class ImageCache:
             self.store.quarantine(entry.image_id)
             raise
 
+    async def publish_gauges(self) -> None:
+        """Bring the size gauges up to date (at scrape time: the index is the truth)."""
+        count, size = await self.index.stats()
+        self._metrics.cache_size.set(size)
+        self._metrics.cached_images.set(count)
+        self._metrics.cache_capacity.set(self.settings.max_size)
+
     async def record_hit(self, image_id: str) -> None:
         await self.index.record_hit(image_id)
 

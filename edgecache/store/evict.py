@@ -71,6 +71,7 @@ class Evictor:
                 continue
             await self._drop(image_id)
             self._metrics.evictions.inc()
+            self._metrics.evicted_bytes.inc(size)
             log.info("evicted image %s (%d bytes) to stay under max_size", image_id, size)
             files += 1
             freed += size

@@ -185,6 +185,7 @@ class FillManager:
         task = asyncio.create_task(self._run(fill, dict(identity)), name=f"fill-{image.id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        self._metrics.fills_started.inc()
         self._metrics.fills_in_progress.inc()
         return fill
 

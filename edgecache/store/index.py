@@ -112,6 +112,11 @@ class Index:
             (time.time() if when is None else when, image_id),
         )
 
+    async def stats(self) -> tuple[int, int]:
+        """How many copies there are and their total size."""
+        row = await self._db.fetch_one("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM blobs")
+        return (int(row[0]), int(row[1])) if row else (0, 0)
+
     async def total_size(self) -> int:
         row = await self._db.fetch_one("SELECT COALESCE(SUM(size), 0) FROM blobs")
         return int(row[0]) if row else 0
