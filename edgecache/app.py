@@ -18,6 +18,7 @@ from edgecache.auth import Authority, TokenHasher
 from edgecache.config import Settings
 from edgecache.keystone import Keystone
 from edgecache.metrics import Metrics
+from edgecache.observe import observe_requests
 from edgecache.prefetch import Prefetcher
 from edgecache.recall import Recall
 from edgecache.revalidate import Revalidator
@@ -29,7 +30,7 @@ TOKEN_KEY_FILE = "token-hash.key"
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(client_max_size=0)
+    app = web.Application(client_max_size=0, middlewares=[observe_requests])
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
     app.cleanup_ctx.append(_components)

@@ -12,6 +12,7 @@ from aiohttp import web
 from edgecache import __version__
 from edgecache.app import create_app
 from edgecache.config import ConfigError, Settings, load_settings, resolve_config_path
+from edgecache.logs import LOG_FORMATS, configure_logging
 
 EXIT_CONFIG = 2
 
@@ -31,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--listen", help="HOST:PORT to serve on (default 127.0.0.1:9292)")
     serve.add_argument("--cache-dir", help="where cached images and the index live")
     serve.add_argument("--max-size", help="cache capacity, e.g. 500MiB, 20GiB, 1.5TB")
+    serve.add_argument("--log-format", choices=LOG_FORMATS, help="text (default) or json")
     return parser
 
 
@@ -40,19 +42,19 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         "listen": args.listen,
         "cache_dir": args.cache_dir,
         "max_size": args.max_size,
+        "log_format": args.log_format,
     }
     return load_settings(resolve_config_path(args.config), overrides)
 
 
 def serve(settings: Settings) -> int:
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(settings.log_level, settings.log_format)
     web.run_app(
         create_app(settings),
         host=settings.listen_host,
         port=settings.listen_port,
+        access_log=None,  # edgecache.observe logs each request, without headers
+        shutdown_timeout=settings.shutdown_timeout,
         print=lambda message: logging.getLogger("edgecache").info(message.strip()),
     )
     return 0

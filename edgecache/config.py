@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from edgecache.logs import LOG_FORMATS
+
 DEFAULT_CONFIG_PATH = Path("/etc/edgecache/edgecache.toml")
 CONFIG_ENV = "EDGECACHE_CONFIG"
 
@@ -100,6 +102,8 @@ class Settings:
     keystone_user_domain: str = "Default"
     keystone_project_domain: str = "Default"
     log_level: str = "info"
+    log_format: str = "text"
+    shutdown_timeout: float = 30.0
 
     @property
     def upstream_url(self) -> str:
@@ -129,7 +133,12 @@ TOML_KEYS: dict[str, dict[str, str]] = {
         "failures_to_offline": "failures_to_offline",
         "probe_interval": "probe_interval",
     },
-    "server": {"listen": "listen", "log_level": "log_level"},
+    "server": {
+        "listen": "listen",
+        "log_level": "log_level",
+        "log_format": "log_format",
+        "shutdown_timeout": "shutdown_timeout",
+    },
     "offline": {"decision_ttl": "decision_ttl"},
     "keystone": {
         "auth_url": "keystone_url",
@@ -210,10 +219,15 @@ def _coerce(attr: str, key: str, value: Any) -> dict[str, Any]:
         "stall_timeout",
         "probe_interval",
         "decision_ttl",
+        "shutdown_timeout",
     ):
         if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
             raise ConfigError(key, f"expected a number of seconds > 0, got {value!r}")
         return {attr: float(value)}
+    if attr == "log_format":
+        if value not in LOG_FORMATS:
+            raise ConfigError(key, f"expected one of {', '.join(LOG_FORMATS)}, got {value!r}")
+        return {attr: value}
     if attr == "log_level":
         if str(value).lower() not in _LOG_LEVELS:
             raise ConfigError(key, f"expected one of {', '.join(_LOG_LEVELS)}, got {value!r}")

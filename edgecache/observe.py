@@ -1,0 +1,96 @@
+"""One middleware that sees every request: the access log line and the request metrics.
+
+The line says who asked for what (request id, method, path), how it went (status, bytes,
+duration) and where the bytes came from (cache, fill, upstream, metadata); never a header,
+so never a token.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from edgecache.api.proxy import BYTES_SENT
+from edgecache.appkeys import METRICS
+from edgecache.headers import REQUEST_ID
+
+access_log = logging.getLogger("edgecache.access")
+PASSTHROUGH_ROUTE = "/{tail}"
+
+
+@web.middleware
+async def observe_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
+    started = time.monotonic()
+    status = 500
+    response: web.StreamResponse | None = None
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        duration = time.monotonic() - started
+        route = _route(request)
+        metrics = request.app[METRICS]
+        metrics.requests.labels(route, request.method, str(status)).inc()
+        metrics.request_duration.labels(route).observe(duration)
+        _log(request, response, route, status, duration)
+
+
+def _route(request: web.Request) -> str:
+    """The matched route's pattern: bounded label values, whatever the paths."""
+    resource = request.match_info.route.resource
+    canonical = resource.canonical if resource is not None else ""
+    return "passthrough" if canonical in ("", PASSTHROUGH_ROUTE) else canonical
+
+
+def _log(
+    request: web.Request,
+    response: web.StreamResponse | None,
+    route: str,
+    status: int,
+    duration: float,
+) -> None:
+    request_id = (
+        (response.headers.get(REQUEST_ID) if response is not None else None)
+        or request.headers.get(REQUEST_ID)
+        or f"req-{uuid.uuid4()}"
+    )
+    if response is not None and REQUEST_ID not in response.headers and not response.prepared:
+        response.headers[REQUEST_ID] = request_id
+    sent = _bytes(response)
+    source = response.headers.get("X-Edgecache-Source", "edgecache") if response else "edgecache"
+    access_log.info(
+        "%s %s %s %d %dB %s %.3fs",
+        request_id,
+        request.method,
+        request.path,
+        status,
+        sent,
+        source,
+        duration,
+        extra={
+            "request_id": request_id,
+            "method": request.method,
+            "path": request.path,
+            "route": route,
+            "status": status,
+            "bytes": sent,
+            "source": source,
+            "duration": round(duration, 6),
+        },
+    )
+
+
+def _bytes(response: web.StreamResponse | None) -> int:
+    if response is None:
+        return 0
+    if BYTES_SENT in response:
+        return response[BYTES_SENT]
+    return response.content_length or 0
