@@ -7,7 +7,8 @@ from pathlib import Path
 
 from aiohttp import web
 
-from edgecache.api import cache_admin
+from edgecache.api import admin, cache_admin
+from edgecache.api.admin import admin_socket_only
 from edgecache.api.data import image_file
 from edgecache.api.metadata import image_list, image_members, image_record, schema
 from edgecache.api.ops import healthz, metrics
@@ -30,7 +31,7 @@ TOKEN_KEY_FILE = "token-hash.key"
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(client_max_size=0, middlewares=[observe_requests])
+    app = web.Application(client_max_size=0, middlewares=[admin_socket_only, observe_requests])
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
     app.cleanup_ctx.append(_components)
@@ -52,6 +53,7 @@ def create_app(settings: Settings) -> web.Application:
     router.add_delete("/v2/cache/{image_id}", cache_admin.delete_entry)
     router.add_post("/v2/cache/prune", cache_admin.prune)
     router.add_post("/v2/cache/clean", cache_admin.clean)
+    admin.add_routes(router)
     router.add_route("*", "/{tail:.*}", passthrough)
     return app
 

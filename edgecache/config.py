@@ -81,7 +81,7 @@ class ServiceCredentials:
 class Settings:
     """Everything the daemon is configured with; see config/edgecache.toml for each key."""
 
-    upstream: str
+    upstream: str = ""
     listen_host: str = "127.0.0.1"
     listen_port: int = 9292
     cache_dir: Path = field(default_factory=default_cache_dir)
@@ -103,7 +103,12 @@ class Settings:
     keystone_project_domain: str = "Default"
     log_level: str = "info"
     log_format: str = "text"
+    admin_socket_path: Path | None = None
     shutdown_timeout: float = 30.0
+
+    @property
+    def admin_socket(self) -> Path:
+        return self.admin_socket_path or Path(self.cache_dir) / "admin.sock"
 
     @property
     def upstream_url(self) -> str:
@@ -138,6 +143,7 @@ TOML_KEYS: dict[str, dict[str, str]] = {
         "log_level": "log_level",
         "log_format": "log_format",
         "shutdown_timeout": "shutdown_timeout",
+        "admin_socket": "admin_socket_path",
     },
     "offline": {"decision_ttl": "decision_ttl"},
     "keystone": {
@@ -198,7 +204,7 @@ def _coerce(attr: str, key: str, value: Any) -> dict[str, Any]:
         if not isinstance(value, str) or not value:
             raise ConfigError(key, "expected a non-empty string")
         return {attr: value}
-    if attr == "cache_dir":
+    if attr in ("cache_dir", "admin_socket_path"):
         return {attr: Path(str(value)).expanduser()}
     if attr in ("max_size", "chunk_size"):
         size = parse_size(value, key)
@@ -254,10 +260,13 @@ def resolve_config_path(explicit: str | None) -> Path | None:
     return DEFAULT_CONFIG_PATH if DEFAULT_CONFIG_PATH.exists() else None
 
 
-def load_settings(config_path: Path | None, overrides: dict[str, Any]) -> Settings:
+def load_settings(
+    config_path: Path | None, overrides: dict[str, Any], *, require_upstream: bool = True
+) -> Settings:
     """Build Settings from the TOML file (if any) with `overrides` (flag name -> value) on top.
 
-    Override keys use the flag's name (`upstream`, `listen`, `cache_dir`, `max_size`).
+    Override keys use the flag's name (`upstream`, `listen`, `cache_dir`, `max_size`). The
+    client commands (status, cache, warm) only read where the daemon is: no upstream needed.
     """
     raw: dict[str, tuple[str, Any]] = {}
     if config_path is not None:
@@ -268,7 +277,7 @@ def load_settings(config_path: Path | None, overrides: dict[str, Any]) -> Settin
     values: dict[str, Any] = {}
     for attr, (key, value) in raw.items():
         values.update(_coerce(attr, key, value))
-    if "upstream" not in values:
+    if "upstream" not in values and require_upstream:
         raise ConfigError("upstream.url", "no upstream Glance given (set it or pass --upstream)")
     if "keystone_url" in values:
         for needed in ("username", "password"):

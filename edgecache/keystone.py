@@ -47,7 +47,7 @@ class Keystone:
     def _tokens_url(self) -> str:
         return self._credentials.auth_url.rstrip("/") + "/auth/tokens"
 
-    async def service_token(self) -> str:
+    async def token(self) -> str:
         if self._token is None or time.time() > self._token_expires - _REFRESH_MARGIN:
             self._token, info = await self._authenticate()
             self._token_expires = info.expires_at
@@ -56,7 +56,7 @@ class Keystone:
     async def validate(self, token: str) -> TokenInfo | None:
         """What Keystone says of a caller's token; None if it is not valid (or unknowable now)."""
         try:
-            headers = {"X-Auth-Token": await self.service_token(), "X-Subject-Token": token}
+            headers = {"X-Auth-Token": await self.token(), "X-Subject-Token": token}
             async with self._session.get(self._tokens_url, headers=headers) as response:
                 if response.status != 200:
                     return None

@@ -50,7 +50,7 @@ class Revalidator:
 
     async def run(self) -> None:
         await self._index.decisions.purge_expired()
-        headers = {"X-Auth-Token": await self._keystone.service_token()}
+        headers = {"X-Auth-Token": await self._keystone.token()}
         image_ids = await self._index.documents.image_ids()
         try:
             for image_id in image_ids:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
@@ -25,15 +28,19 @@ def glance() -> FakeGlance:
     return FakeGlance()
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 class UpstreamServer:
     """The fake Glance on a fixed loopback port, which tests can stop and start again."""
 
     def __init__(self, glance: FakeGlance) -> None:
         self._glance = glance
         self._runner: web.AppRunner | None = None
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = int(probe.getsockname()[1])
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
 
     async def start(self) -> None:
@@ -123,3 +130,47 @@ async def edgecache(make_edgecache: EdgecacheFactory) -> TestClient:
 
 def random_bytes(size: int) -> bytes:
     return os.urandom(size)
+
+
+Daemon = tuple[asyncio.subprocess.Process, str]
+
+
+async def wait_until_serving(url: str, process: asyncio.subprocess.Process) -> None:
+    async with aiohttp.ClientSession() as session:
+        for _ in range(200):
+            if process.returncode is not None:
+                raise RuntimeError(f"edgecache exited with {process.returncode}")
+            try:
+                async with session.get(f"{url}/healthz") as resp:
+                    if resp.status == 200:
+                        return
+            except aiohttp.ClientConnectionError:
+                await asyncio.sleep(0.05)  # polling a port that is not open yet
+    raise TimeoutError("edgecache did not start")
+
+
+@pytest.fixture
+async def start_daemon(
+    glance_url: str, cache_dir: Path
+) -> AsyncIterator[Callable[[], Awaitable[Daemon]]]:
+    processes: list[asyncio.subprocess.Process] = []
+
+    async def start() -> Daemon:
+        port = free_port()
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "edgecache", "serve",
+            "--upstream", glance_url,
+            "--listen", f"127.0.0.1:{port}",
+            "--cache-dir", str(cache_dir),
+            env={**os.environ, "EDGECACHE_CONFIG": ""},
+        )  # fmt: skip
+        processes.append(process)
+        url = f"http://127.0.0.1:{port}"
+        await wait_until_serving(url, process)
+        return process, url
+
+    yield start
+    for process in processes:
+        if process.returncode is None:
+            process.kill()
+        await process.wait()

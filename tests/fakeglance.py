@@ -43,6 +43,7 @@ class FakeImage:
     status: str = "active"
     name: str = "image"
     members: dict[str, str] = field(default_factory=dict)  # project -> member status
+    tags: list[str] = field(default_factory=list)
     checksum: str | None = None
     hash_value: str | None = None
     hash_algo: str = "sha512"
@@ -67,7 +68,7 @@ class FakeImage:
             "os_hash_value": self.hash_value,
             "disk_format": "raw",
             "container_format": "bare",
-            "tags": [],
+            "tags": self.tags,
             "self": f"/v2/images/{self.id}",
             "file": f"/v2/images/{self.id}/file",
             "schema": "/v2/schemas/image",
@@ -187,13 +188,22 @@ class FakeGlance:
         project = self._caller(request)
         if project is None:
             return _error(401, "The request you have made requires authentication.")
+        query = request.query
         visible = [
-            image.record()
+            image
             for image in self.images.values()
-            if self._visible(image, project) and image.visibility != "community"
+            if self._visible(image, project)
+            and (image.visibility != "community" or query.get("visibility") == "community")
+            and query.get("visibility") in (None, image.visibility)
+            and query.get("name") in (None, image.name)
+            and (query.get("tag") is None or query["tag"] in image.tags)
         ]
         return web.json_response(
-            {"images": visible, "first": "/v2/images", "schema": "/v2/schemas/images"}
+            {
+                "images": [image.record() for image in visible],
+                "first": "/v2/images",
+                "schema": "/v2/schemas/images",
+            }
         )
 
     async def _show(self, request: web.Request) -> web.Response:

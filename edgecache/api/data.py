@@ -104,7 +104,7 @@ async def _serve_blob(
     segments = list(_segments(wanted, step))
     with blob, cache.store.reading(entry.image_id):
         try:
-            if segments:
+            if segments and step is not None:
                 await cache.verify(blob, entry, segments[0].start, segments[0].end)
         except BlobCorrupt as exc:
             log.error("%s; fetching it again", exc)
@@ -115,7 +115,7 @@ async def _serve_blob(
             await response.prepare(request)
             try:
                 for number, segment in enumerate(segments):
-                    if number:
+                    if number and step is not None:
                         await cache.verify(blob, entry, segment.start, segment.end)
                     await send_file(request, response, blob, segment.start, segment.length)
                     response[BYTES_SENT] += segment.length

@@ -100,7 +100,7 @@ class ImageCache:
 
     async def verify(self, blob: IO[bytes], entry: BlobEntry, start: int, end: int) -> None:
         """Re-hash the chunks covering bytes [start, end); on mismatch quarantine and raise."""
-        if not self.settings.verify_reads or end <= start:
+        if end <= start:
             return
         first, last = start // entry.chunk_size, (end - 1) // entry.chunk_size
         try:
@@ -112,6 +112,15 @@ class ImageCache:
             await self.index.remove(entry.image_id)
             self.store.quarantine(entry.image_id)
             raise
+
+    async def scrub(self, entry: BlobEntry) -> BlobCorrupt | None:
+        """Re-hash a whole stored copy; a corrupt one is quarantined (and dropped)."""
+        try:
+            with self.open_blob(entry) as blob, self.store.reading(entry.image_id):
+                await self.verify(blob, entry, 0, entry.size)
+        except BlobCorrupt as corrupt:
+            return corrupt
+        return None
 
     async def publish_gauges(self) -> None:
         """Bring the size gauges up to date (at scrape time: the index is the truth)."""

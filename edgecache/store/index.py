@@ -112,6 +112,15 @@ class Index:
             (time.time() if when is None else when, image_id),
         )
 
+    async def set_pinned(self, image_id: str, pinned: bool) -> bool:
+        """Protect a copy from eviction (or stop protecting it); False if it is not stored."""
+        if await self.get(image_id) is None:
+            return False
+        await self._db.write(
+            "UPDATE blobs SET pinned = ? WHERE image_id = ?", (int(pinned), image_id)
+        )
+        return True
+
     async def stats(self) -> tuple[int, int]:
         """How many copies there are and their total size."""
         row = await self._db.fetch_one("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM blobs")

@@ -27,9 +27,7 @@ async def test_one_line_per_request_with_bytes_and_source(
     # the bytes; a further request on the same keep-alive connection is handled after that.
     async with edgecache.get("/healthz") as resp:
         await resp.read()
-    lines = [
-        r for r in caplog.records if r.name == "edgecache.access" and r.path.endswith("/file")
-    ]
+    lines = [r for r in caplog.records if r.name == "edgecache.access" and r.path.endswith("/file")]
     assert [(r.status, r.bytes, r.source) for r in lines] == [  # type: ignore[attr-defined]
         (200, MiB, "fill"),
         (200, MiB, "cache"),

@@ -1,0 +1,57 @@
+"""Running the daemon: the public listener, the admin socket, signals, graceful shutdown.
+
+On SIGTERM or SIGINT the listeners close first, then requests in flight get
+`shutdown_timeout` seconds to finish (aiohttp's runner), then the components are closed
+(fills cancelled, partial files removed, index closed), so the cache is left consistent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from pathlib import Path
+
+from aiohttp import web
+
+from edgecache.app import create_app
+from edgecache.config import Settings
+
+log = logging.getLogger("edgecache")
+
+
+async def run(settings: Settings) -> None:
+    app = create_app(settings)
+    runner = web.AppRunner(
+        app, access_log=None, handle_signals=False, shutdown_timeout=settings.shutdown_timeout
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, settings.listen_host, settings.listen_port).start()
+        admin_socket = settings.admin_socket
+        _remove_stale_socket(admin_socket)
+        await web.UnixSite(runner, str(admin_socket)).start()
+        os.chmod(admin_socket, 0o660)
+        log.info(
+            "serving Glance %s on http://%s:%d (admin socket %s)",
+            settings.upstream_url,
+            settings.listen_host,
+            settings.listen_port,
+            admin_socket,
+        )
+        await stop.wait()
+        log.info("shutting down: transfers in flight get %.0fs", settings.shutdown_timeout)
+    finally:
+        await runner.cleanup()
+
+
+def _remove_stale_socket(path: Path) -> None:
+    """A socket file left by a process that was killed would make the bind fail."""
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
