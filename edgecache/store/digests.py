@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 
 import xxhash
 
@@ -72,11 +73,10 @@ class ImageDigest:
             hashlib.new(image.hash_algo) if image.hash_algo and image.hash_value else None
         )
 
-    def update(self, data: bytes | memoryview) -> None:
-        if self._md5 is not None:
-            self._md5.update(data)
-        if self._multihash is not None:
-            self._multihash.update(data)
+    def updaters(self) -> list[Callable[[bytes], None]]:
+        """One update function per digest, so they can run on different cores at once
+        (hashlib releases the GIL); each must still see the pieces in order."""
+        return [h.update for h in (self._md5, self._multihash) if h is not None]
 
     def mismatch(self) -> str | None:
         """None when every digest Glance published matches, else what differs."""

@@ -97,11 +97,19 @@ class Fill:
     async def wait_verified(self) -> None:
         await self.readable_end(self.size)
 
-    def write(self, piece: bytes) -> None:
-        """Append and hash one piece (blocking; runs in the executor, one call at a time)."""
-        os.pwrite(self._fd, piece, self.written)
+    async def absorb(self, piece: bytes, executor: Executor) -> None:
+        """Write and hash one piece off the event loop: the file and chunk digests on one
+        thread, each of Glance's digests on another. Pieces go in one at a time, in order."""
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(
+            loop.run_in_executor(executor, self._write_and_chunk, piece, self.written),
+            *(loop.run_in_executor(executor, update, piece) for update in self._digest.updaters()),
+        )
+        self.advance(len(piece))
+
+    def _write_and_chunk(self, piece: bytes, offset: int) -> None:
+        os.pwrite(self._fd, piece, offset)
         self._chunks.update(piece)
-        self._digest.update(piece)
 
     def advance(self, count: int) -> None:
         self.written += count
@@ -274,7 +282,6 @@ class FillManager:
         return before_sleep
 
     async def _stream(self, fill: Fill, identity: dict[str, str]) -> None:
-        loop = asyncio.get_running_loop()
         offset = fill.written
         uplink = self._upstream.uplink
         if not uplink.online:  # ride out a short outage instead of spinning on UplinkDown
@@ -289,8 +296,7 @@ class FillManager:
                         continue
                 if fill.written + len(piece) > fill.size:
                     raise FillFailed(f"upstream sent more than {fill.size} bytes")
-                await loop.run_in_executor(self._executor, fill.write, piece)
-                fill.advance(len(piece))
+                await fill.absorb(piece, self._executor)
                 self._metrics.bytes_fetched.inc(len(piece))
         if fill.written < fill.size:
             raise UpstreamShortRead(f"stream ended at byte {fill.written} of {fill.size}")

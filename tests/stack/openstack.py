@@ -145,6 +145,7 @@ class OpenStackStack:
         self._ports: tuple[int, int] | None = None
         self._lifeline: tuple[int, int] | None = None
         self._admin: Credentials | None = None
+        self._glance_service: Credentials | None = None
         self._admin_token: Token | None = None
         self._keystone: _Server | None = None
         self._glance: _Server | None = None
@@ -231,6 +232,12 @@ class OpenStackStack:
     def admin(self) -> Credentials:
         """The bootstrap admin (admin role in the ``admin`` project)."""
         return self._require(self._admin)
+
+    @property
+    def glance_service(self) -> Credentials:
+        """Glance's own service user (``glance``, admin role in the ``service`` project), as
+        a service in front of Glance (edgecache's ``[keystone]`` section) would be configured."""
+        return self._require(self._glance_service)
 
     @property
     def bin_dir(self) -> Path:
@@ -496,6 +503,9 @@ class OpenStackStack:
         project_id = self._create_project("service")
         user_id = self._create_user("glance", self._glance_password, project_id)
         self._grant(project_id, user_id, self._require(self._role_id("admin")))
+        self._glance_service = Credentials(
+            self.auth_url, "glance", self._glance_password, "service", user_id, project_id
+        )
         service = self._keystone_call(
             "POST", "/services", {"service": {"type": "image", "name": "glance", "enabled": True}}
         )
