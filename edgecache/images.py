@@ -25,7 +25,10 @@ class ImageRecord:
     hash_value: str | None
 
     @classmethod
-    def from_glance(cls, body: dict[str, Any]) -> ImageRecord:
+    def from_glance(cls, body: Any) -> ImageRecord:
+        """Parse Glance's image JSON; ValueError if it is not a usable image record."""
+        if not isinstance(body, dict) or not is_image_id(str(body.get("id", ""))):
+            raise ValueError("not a Glance image record")
         size = body.get("size")
         return cls(
             id=str(body["id"]),

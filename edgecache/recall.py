@@ -13,7 +13,9 @@ from multidict import CIMultiDict
 
 from edgecache.auth import Authority, Caller
 from edgecache.headers import forwardable
+from edgecache.images import ImageRecord
 from edgecache.metrics import Metrics
+from edgecache.store.db import best_effort
 from edgecache.store.documents import SHARED_SCOPE, Document, DocumentStore
 from edgecache.upstream import TRANSIENT_ERRORS, UNAVAILABLE_STATUSES, Upstream, UpstreamAnswer
 
@@ -40,6 +42,10 @@ class Answer:
     def json(self) -> Any:
         return json.loads(self.body)
 
+    def image(self) -> ImageRecord:
+        """The image record this answer carries; ValueError if it is not one."""
+        return ImageRecord.from_glance(self.json())
+
 
 def refusal(status: int, message: str, headers: Mapping[str, str] | None = None) -> Answer:
     """An answer edgecache gives itself, in Glance's JSON error shape."""
@@ -49,6 +55,10 @@ def refusal(status: int, message: str, headers: Mapping[str, str] | None = None)
     if status == 503:
         all_headers["Retry-After"] = RETRY_AFTER
     return Answer(status, body.encode(), all_headers)
+
+
+def not_a_record() -> Answer:
+    return refusal(502, "The regional image service did not answer with an image record.")
 
 
 def uplink_down(what: str) -> Answer:
@@ -96,7 +106,8 @@ class Recall:
             recalled = await self._recall(path_qs, caller, scope, image_id, needs_token)
             if recalled.status != 503:
                 return self._counted(recalled)
-        await self._learn(path_qs, caller, scope, image_id, fresh)
+        with best_effort("Glance's answer"):
+            await self._learn(path_qs, caller, scope, image_id, fresh)
         self._metrics.metadata_requests.labels("upstream").inc()
         return Answer(fresh.status, fresh.body, forwardable(fresh.headers))
 

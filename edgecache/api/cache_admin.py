@@ -14,8 +14,9 @@ from aiohttp import web
 from edgecache.api.answers import to_response
 from edgecache.appkeys import AUTHORITY, CACHE, PREFETCHER, RECALL, UPSTREAM
 from edgecache.auth import Caller
-from edgecache.images import ImageRecord, is_image_id
-from edgecache.recall import Answer, refusal
+from edgecache.images import is_image_id
+from edgecache.recall import Answer, not_a_record, refusal
+from edgecache.store.db import best_effort
 from edgecache.upstream import TRANSIENT_ERRORS
 
 CACHE_API = "cache-api"  # the pseudo image id under which the decision is remembered
@@ -32,7 +33,8 @@ async def _refused(request: web.Request) -> web.Response | None:
         status = await authority.offline_decision(caller, CACHE_API)
     else:
         status = 200 if answer.status in (200, 404) else answer.status
-        await authority.observe(caller, status, [CACHE_API])
+        with best_effort("Glance's decision"):
+            await authority.observe(caller, status, [CACHE_API])
     if status == 200:
         return None
     if status == 401:
@@ -66,7 +68,10 @@ async def queue_image(request: web.Request) -> web.Response:
     answer = await request.app[RECALL].get(f"/v2/images/{image_id}", caller, image_id=image_id)
     if answer.status != 200:
         return to_response(answer)
-    image = ImageRecord.from_glance(answer.json())
+    try:
+        image = answer.image()
+    except ValueError:
+        return to_response(not_a_record())
     if image.status != "active":
         return to_response(
             refusal(400, "Only images with status active can be targeted for queueing")

@@ -15,8 +15,9 @@ from edgecache.appkeys import AUTHORITY, CACHE, METRICS, RECALL, UPSTREAM
 from edgecache.auth import Caller
 from edgecache.images import ImageRecord, is_image_id
 from edgecache.ranges import ByteRange, MultipleRanges, RangeNotSatisfiable, parse_range
-from edgecache.recall import refusal, uplink_down
+from edgecache.recall import not_a_record, refusal, uplink_down
 from edgecache.store.blobs import BlobCorrupt
+from edgecache.store.db import best_effort
 from edgecache.store.fill import Fill, FillFailed
 from edgecache.store.index import BlobEntry
 
@@ -38,7 +39,10 @@ async def image_file(request: web.Request) -> web.StreamResponse:
     answer = await request.app[RECALL].get(f"/v2/images/{image_id}", caller, image_id=image_id)
     if answer.status != 200:
         return to_response(answer)
-    image = ImageRecord.from_glance(answer.json())
+    try:
+        image = answer.image()
+    except ValueError:
+        return to_response(not_a_record())
     if not image.cacheable or "Content-Range" in request.headers:
         # Glance's legacy Content-Range-on-GET is left to Glance.
         return await passthrough(request)
@@ -109,7 +113,8 @@ async def _serve_blob(
         except BlobCorrupt as exc:
             log.error("%s; fetching it again", exc)
             return None
-        await cache.record_hit(entry.image_id)
+        with best_effort("a hit"):
+            await cache.record_hit(entry.image_id)
         response = data_response(image, byte_range, "cache")
         with _counting(request, response, "cache"):
             await response.prepare(request)

@@ -8,13 +8,26 @@ with its cursor closed before the next, rules that out.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
+import logging
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
 Row = Sequence[Any]
+log = logging.getLogger(__name__)
+
+
+@contextmanager
+def best_effort(what: str) -> Iterator[None]:
+    """For bookkeeping that must not fail the request it rides on (a full disk, say)."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        log.warning("could not record %s: %s", what, exc)
 
 
 class Database:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 from concurrent.futures import Executor
 
 from edgecache.metrics import Metrics
@@ -15,6 +16,8 @@ from edgecache.store.blobs import BlobStore
 from edgecache.store.index import Index
 
 log = logging.getLogger(__name__)
+
+DISK_HEADROOM = 64 << 20  # kept free for the index and its write-ahead log
 
 
 class Evictor:
@@ -30,13 +33,21 @@ class Evictor:
         self._lock = asyncio.Lock()
 
     async def reserve(self, image_id: str, size: int) -> bool:
-        """Make room for `size` more bytes and hold it for `image_id`; False if impossible."""
+        """Make room for `size` more bytes and hold it for `image_id`; False if impossible.
+
+        Room means both: under max_size, and free space on the filesystem (which other data
+        may share) for this and every fill in progress, plus headroom for the index.
+        """
         async with self._lock:
             if size > self.max_size:
                 return False
-            used = await self._index.total_size() + sum(self._reserved.values())
-            excess = used + size - self.max_size
-            if excess > 0 and (await self._evict(excess))[1] < excess:
+            reserved = sum(self._reserved.values())
+            over_capacity = await self._index.total_size() + reserved + size - self.max_size
+            free = shutil.disk_usage(self._store.root).free
+            over_disk = reserved + size + DISK_HEADROOM - free
+            wanted = max(over_capacity, over_disk)
+            if wanted > 0 and (await self._evict(wanted))[1] < wanted:
+                log.warning("no room for image %s (%d bytes): passing it through", image_id, size)
                 return False
             self._reserved[image_id] = size
             return True
