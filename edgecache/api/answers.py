@@ -1,10 +1,13 @@
-"""Turning a `recall.Answer` into an HTTP response."""
+"""Turning Glance's answers (`recall.Answer`) into HTTP responses."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from edgecache.recall import Answer
+from edgecache.appkeys import RECALL
+from edgecache.auth import Caller
+from edgecache.images import ImageRecord
+from edgecache.recall import Answer, not_a_record
 
 
 def to_response(answer: Answer, body: bytes | None = None) -> web.Response:
@@ -16,3 +19,17 @@ def to_response(answer: Answer, body: bytes | None = None) -> web.Response:
         response.headers["X-Edgecache-Uplink"] = "down"
         response.headers["Age"] = str(answer.age)
     return response
+
+
+async def visible_image(
+    request: web.Request, caller: Caller, image_id: str
+) -> ImageRecord | web.Response:
+    """Glance's record of the image if Glance lets `caller` see it (or did, while the uplink
+    is down); otherwise the answer to send instead."""
+    answer = await request.app[RECALL].get(f"/v2/images/{image_id}", caller, image_id=image_id)
+    if answer.status != 200:
+        return to_response(answer)
+    try:
+        return answer.image()
+    except ValueError:
+        return to_response(not_a_record())

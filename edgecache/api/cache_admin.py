@@ -11,11 +11,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from edgecache.api.answers import to_response
-from edgecache.appkeys import AUTHORITY, CACHE, PREFETCHER, RECALL, UPSTREAM
-from edgecache.auth import Caller
+from edgecache.api.answers import to_response, visible_image
+from edgecache.appkeys import AUTHORITY, CACHE, PREFETCHER, UPSTREAM
 from edgecache.images import is_image_id
-from edgecache.recall import Answer, not_a_record, refusal
+from edgecache.recall import Answer, refusal
 from edgecache.store.db import best_effort
 from edgecache.upstream import TRANSIENT_ERRORS
 
@@ -64,14 +63,10 @@ async def queue_image(request: web.Request) -> web.Response:
     image_id = request.match_info["image_id"]
     if (refused := await _refused(request) or _invalid_id(image_id)) is not None:
         return refused
-    caller: Caller = request.app[AUTHORITY].caller(request.headers)
-    answer = await request.app[RECALL].get(f"/v2/images/{image_id}", caller, image_id=image_id)
-    if answer.status != 200:
-        return to_response(answer)
-    try:
-        image = answer.image()
-    except ValueError:
-        return to_response(not_a_record())
+    caller = request.app[AUTHORITY].caller(request.headers)
+    image = await visible_image(request, caller, image_id)
+    if isinstance(image, web.Response):
+        return image
     if image.status != "active":
         return to_response(
             refusal(400, "Only images with status active can be targeted for queueing")

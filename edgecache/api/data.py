@@ -8,14 +8,14 @@ from contextlib import contextmanager
 
 from aiohttp import web
 
-from edgecache.api.answers import to_response
+from edgecache.api.answers import to_response, visible_image
 from edgecache.api.proxy import BYTES_SENT, passthrough
 from edgecache.api.transfer import abort, data_response, send_file
-from edgecache.appkeys import AUTHORITY, CACHE, METRICS, RECALL, UPSTREAM
+from edgecache.appkeys import AUTHORITY, CACHE, METRICS, UPSTREAM
 from edgecache.auth import Caller
 from edgecache.images import ImageRecord, is_image_id
 from edgecache.ranges import ByteRange, MultipleRanges, RangeNotSatisfiable, parse_range
-from edgecache.recall import not_a_record, refusal, uplink_down
+from edgecache.recall import refusal, uplink_down
 from edgecache.store.blobs import BlobCorrupt
 from edgecache.store.db import best_effort
 from edgecache.store.fill import Fill, FillFailed
@@ -34,15 +34,10 @@ async def image_file(request: web.Request) -> web.StreamResponse:
     if not is_image_id(image_id):
         return await passthrough(request)
     caller = request.app[AUTHORITY].caller(request.headers)
-    # Glance decides who may see the image: its answer to the caller's metadata GET (or, with
-    # the uplink down, the answer it gave this caller before).
-    answer = await request.app[RECALL].get(f"/v2/images/{image_id}", caller, image_id=image_id)
-    if answer.status != 200:
-        return to_response(answer)
-    try:
-        image = answer.image()
-    except ValueError:
-        return to_response(not_a_record())
+    # Glance decides who may see the image: its answer to the caller's metadata GET.
+    image = await visible_image(request, caller, image_id)
+    if isinstance(image, web.Response):
+        return image
     if not image.cacheable or "Content-Range" in request.headers:
         # Glance's legacy Content-Range-on-GET is left to Glance.
         return await passthrough(request)
