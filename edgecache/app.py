@@ -24,6 +24,7 @@ from edgecache.prefetch import Prefetcher
 from edgecache.recall import Recall
 from edgecache.revalidate import Revalidator
 from edgecache.store.cache import ImageCache
+from edgecache.systemd import systemd_notify_ctx
 from edgecache.upstream import Upstream
 
 IMAGE_ID = r"{image_id:[^/]+}"
@@ -34,6 +35,7 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(client_max_size=0, middlewares=[admin_socket_only, observe_requests])
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
+    app.cleanup_ctx.append(systemd_notify_ctx)  # first: its watchdog pings outlive _components
     app.cleanup_ctx.append(_components)
     router = app.router
     router.add_get("/", versions, allow_head=False)

@@ -28,6 +28,7 @@ AUTH_TOKEN = "X-Auth-Token"
 _IDENTITY_HEADERS = (
     AUTH_TOKEN,
     REQUEST_ID,
+    "Accept",  # Glance words its errors in the format the caller accepts
     "X-Service-Token",
     "X-Roles",
     "X-Project-Id",
@@ -53,7 +54,7 @@ def forwardable(headers: Mapping[str, str]) -> CIMultiDict[str]:
 
 
 def identity(headers: Mapping[str, str]) -> dict[str, str]:
-    """The caller's credentials and request id, for requests made on the caller's behalf."""
+    """The caller's credentials, request id and Accept, for requests on its behalf."""
     return {name: headers[name] for name in _IDENTITY_HEADERS if name in headers}
 
 

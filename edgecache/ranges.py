@@ -14,7 +14,11 @@ _MAX_DIGITS = 19  # beyond 2**63 nothing can be satisfiable; refuse to build hug
 
 
 class RangeNotSatisfiable(Exception):
-    """The header is not a range Glance would serve (416)."""
+    """The header is not a range Glance would serve (416); says why in Glance's words."""
+
+    def __init__(self, reason: str = "Invalid Range header.") -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class MultipleRanges(Exception):
@@ -45,16 +49,21 @@ def parse_range(header: str | None, size: int) -> ByteRange | None:
         raise MultipleRanges(header)
     match = _SINGLE_RANGE.match(header)
     if not match or not any(match.groups()):
-        raise RangeNotSatisfiable(header)
+        raise RangeNotSatisfiable()
     first, last = match.groups()
     if len(first) > _MAX_DIGITS or len(last) > _MAX_DIGITS:
-        raise RangeNotSatisfiable(header)
+        raise RangeNotSatisfiable()
     if not first:
         suffix = int(last)
         if suffix == 0 or size == 0:
-            raise RangeNotSatisfiable(header)
+            raise RangeNotSatisfiable()
         return ByteRange(max(size - suffix, 0), size)
     start = int(first)
-    if (last and int(last) < start) or start >= size:
-        raise RangeNotSatisfiable(header)
+    if last and int(last) < start:
+        raise RangeNotSatisfiable()
+    if start >= size:
+        raise RangeNotSatisfiable(
+            "Invalid start position in Range header. Start position MUST be in the "
+            f"inclusive range [0, {size - 1}]."
+        )
     return ByteRange(start, min(int(last) + 1, size) if last else size)

@@ -6,12 +6,12 @@ import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from http import HTTPStatus
 from typing import Any
 
 from multidict import CIMultiDict
 
 from edgecache.auth import Authority, Caller
+from edgecache.glance_errors import UNAUTHORIZED, GlanceError
 from edgecache.headers import forwardable
 from edgecache.images import ImageRecord
 from edgecache.metrics import Metrics
@@ -22,9 +22,8 @@ from edgecache.upstream import TRANSIENT_ERRORS, UNAVAILABLE_STATUSES, Upstream,
 RETRY_AFTER = "30"
 REMEMBERED_STATUSES = frozenset({200, 300})  # 300: Glance's answer to GET /
 _REFUSALS = {
-    401: "The request you have made requires authentication.",
     403: "You are not authorized to complete this action.",
-    404: "No image found with ID {image_id}.",
+    404: "No image found with ID {image_id}",
 }
 
 
@@ -34,6 +33,7 @@ class Answer:
     body: bytes
     headers: Mapping[str, str] = field(default_factory=dict)
     age: int | None = None  # seconds since Glance said it; None when fresh from Glance
+    error: GlanceError | None = None  # edgecache's own refusal, rendered per the caller
 
     @property
     def recalled(self) -> bool:
@@ -47,14 +47,23 @@ class Answer:
         return ImageRecord.from_glance(self.json())
 
 
-def refusal(status: int, message: str, headers: Mapping[str, str] | None = None) -> Answer:
-    """An answer edgecache gives itself, in Glance's JSON error shape."""
-    phrase = HTTPStatus(status).phrase
-    body = json.dumps({"message": message, "code": f"{status} {phrase}", "title": phrase})
-    all_headers = {"Content-Type": "application/json", **(headers or {})}
+def refusal(
+    status: int, explanation: str, headers: Mapping[str, str] | None = None, detail: str = ""
+) -> Answer:
+    """An answer edgecache gives itself, worded and shaped as Glance words and shapes it."""
+    all_headers = dict(headers or {})
     if status == 503:
         all_headers["Retry-After"] = RETRY_AFTER
-    return Answer(status, body.encode(), all_headers)
+    return Answer(status, b"", all_headers, error=GlanceError(status, explanation, detail))
+
+
+def unauthorized(www_authenticate: str | None) -> Answer:
+    """keystonemiddleware's 401, which Glance sends before it looks at anything else."""
+    body = {"error": {"code": 401, "title": "Unauthorized", "message": UNAUTHORIZED}}
+    headers = {"Content-Type": "application/json"}
+    if www_authenticate:
+        headers["WWW-Authenticate"] = www_authenticate
+    return Answer(401, json.dumps(body).encode(), headers)
 
 
 def not_a_record() -> Answer:
@@ -82,6 +91,10 @@ class Recall:
         self._documents = documents
         self._authority = authority
         self._metrics = metrics
+        self._www_authenticate: str | None = None  # where Glance's 401s send callers
+
+    def unauthorized(self) -> Answer:
+        return unauthorized(self._www_authenticate)
 
     async def get(
         self,
@@ -106,6 +119,8 @@ class Recall:
             recalled = await self._recall(path_qs, caller, scope, image_id, needs_token)
             if recalled.status != 503:
                 return self._counted(recalled)
+        if fresh.status == 401:
+            self._www_authenticate = fresh.headers.get("WWW-Authenticate", self._www_authenticate)
         with best_effort("Glance's answer"):
             await self._learn(path_qs, caller, scope, image_id, fresh)
         self._metrics.metadata_requests.labels("upstream").inc()
@@ -157,9 +172,11 @@ class Recall:
         needs_token: bool,
     ) -> Answer:
         if needs_token and not await self._authority.known(caller):
-            return refusal(401, _REFUSALS[401])
+            return self.unauthorized()
         if image_id is not None:
             decision = await self._authority.offline_decision(caller, image_id)
+            if decision == 401:
+                return self.unauthorized()
             if decision != 200:
                 return refusal(decision, _REFUSALS.get(decision, "").format(image_id=image_id))
         document = await self._documents.get(scope, path_qs)

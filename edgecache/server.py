@@ -18,12 +18,14 @@ from aiohttp import web
 
 from edgecache.app import create_app
 from edgecache.config import Settings
+from edgecache.systemd import Notifier
 
 log = logging.getLogger("edgecache")
 
 
 async def run(settings: Settings) -> None:
     app = create_app(settings)
+    systemd = Notifier.from_environment()
     runner = web.AppRunner(
         app, access_log=None, handle_signals=False, shutdown_timeout=settings.shutdown_timeout
     )
@@ -45,7 +47,12 @@ async def run(settings: Settings) -> None:
             settings.listen_port,
             admin_socket,
         )
+        # Only now is anything listening: startup hooks run before the sites bind.
+        systemd.ready()
+        systemd.status(f"serving Glance {settings.upstream_url}")
         await stop.wait()
+        systemd.stopping()
+        systemd.status(f"shutting down: transfers in flight get {settings.shutdown_timeout:.0f}s")
         log.info("shutting down: transfers in flight get %.0fs", settings.shutdown_timeout)
     finally:
         await runner.cleanup()

@@ -2,6 +2,23 @@
 # Set up the project's own environment (once) and run lint and the whole test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Debian packages the suite needs: venv support (Debian's python3 lacks ensurepip without it;
+# the integration tests build a virtualenv for Keystone + Glance) and the tools
+# tests/unit/test_packaging.py runs: systemd-analyze (systemd) and promtool (prometheus). Installed only when missing and we are root; otherwise those
+# tests fail saying what to install.
+missing=()
+python3 -c "import ensurepip" 2>/dev/null || missing+=(python3-venv)
+command -v systemd-analyze >/dev/null || missing+=(systemd)
+command -v promtool >/dev/null || missing+=(prometheus)
+if [ "${#missing[@]}" -gt 0 ] && [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+    # Only promtool was wanted: on a host run by systemd, Debian's package also enables and
+    # starts a Prometheus server, which these tests have no use for.
+    if [[ " ${missing[*]} " == *" prometheus "* ]] && [ -d /run/systemd/system ]; then
+        systemctl disable --now prometheus.service || true
+    fi
+fi
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi

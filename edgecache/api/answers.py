@@ -10,8 +10,16 @@ from edgecache.images import ImageRecord
 from edgecache.recall import Answer, not_a_record
 
 
-def to_response(answer: Answer, body: bytes | None = None) -> web.Response:
-    """Glance's answer as it was; a recalled one says it is from the cache and how old."""
+def to_response(request: web.Request, answer: Answer, body: bytes | None = None) -> web.Response:
+    """Glance's answer as it was; a recalled one says it is from the cache and how old;
+    edgecache's own refusals in the format the caller accepts, as Glance would."""
+    if answer.error is not None:
+        content_type, body = answer.error.render(request.headers.get("Accept"))
+        response = web.Response(
+            status=answer.status, body=body, content_type=content_type, charset="UTF-8"
+        )
+        response.headers.extend(answer.headers)
+        return response
     response = web.Response(status=answer.status, body=answer.body if body is None else body)
     response.headers.extend(answer.headers)
     if answer.recalled:
@@ -28,8 +36,8 @@ async def visible_image(
     is down); otherwise the answer to send instead."""
     answer = await request.app[RECALL].get(f"/v2/images/{image_id}", caller, image_id=image_id)
     if answer.status != 200:
-        return to_response(answer)
+        return to_response(request, answer)
     try:
         return answer.image()
     except ValueError:
-        return to_response(not_a_record())
+        return to_response(request, not_a_record())

@@ -12,7 +12,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from edgecache.api.answers import to_response, visible_image
-from edgecache.appkeys import AUTHORITY, CACHE, PREFETCHER, UPSTREAM
+from edgecache.appkeys import AUTHORITY, CACHE, PREFETCHER, RECALL, UPSTREAM
 from edgecache.images import is_image_id
 from edgecache.recall import Answer, refusal
 from edgecache.store.db import best_effort
@@ -37,8 +37,10 @@ async def _refused(request: web.Request) -> web.Response | None:
     if status == 200:
         return None
     if status == 401:
-        return to_response(refusal(401, "The request you have made requires authentication."))
-    return to_response(refusal(403, "You are not authorized to manage this site's image cache."))
+        return to_response(request, request.app[RECALL].unauthorized())
+    return to_response(
+        request, refusal(403, "You are not authorized to manage this site's image cache.")
+    )
 
 
 async def cache_state(request: web.Request) -> web.Response:
@@ -61,7 +63,7 @@ async def cache_state(request: web.Request) -> web.Response:
 
 async def queue_image(request: web.Request) -> web.Response:
     image_id = request.match_info["image_id"]
-    if (refused := await _refused(request) or _invalid_id(image_id)) is not None:
+    if (refused := await _refused(request) or _invalid_id(request, image_id)) is not None:
         return refused
     caller = request.app[AUTHORITY].caller(request.headers)
     image = await visible_image(request, caller, image_id)
@@ -69,25 +71,29 @@ async def queue_image(request: web.Request) -> web.Response:
         return image
     if image.status != "active":
         return to_response(
-            refusal(400, "Only images with status active can be targeted for queueing")
+            request, refusal(400, "Only images with status active can be targeted for queueing")
         )
     if not image.cacheable:
-        return to_response(refusal(400, f"Image {image_id} has no checksum to verify a copy by."))
+        return to_response(
+            request, refusal(400, f"Image {image_id} has no checksum to verify a copy by.")
+        )
     request.app[PREFETCHER].queue(image, caller.headers)
     return web.Response(status=202)
 
 
 async def delete_entry(request: web.Request) -> web.Response:
     image_id = request.match_info["image_id"]
-    if (refused := await _refused(request) or _invalid_id(image_id)) is not None:
+    if (refused := await _refused(request) or _invalid_id(request, image_id)) is not None:
         return refused
     cache = request.app[CACHE]
     dequeued = request.app[PREFETCHER].discard(image_id)
     if await cache.index.get(image_id) is not None:
         if not await cache.evictor.remove(image_id):
-            return to_response(refusal(409, f"Image {image_id} is being read; try again later."))
+            return to_response(
+                request, refusal(409, f"Image {image_id} is being read; try again later.")
+            )
     elif not dequeued:
-        return to_response(_not_found(image_id))
+        return to_response(request, _not_found(image_id))
     return web.Response(status=204)
 
 
@@ -97,7 +103,8 @@ async def clear(request: web.Request) -> web.Response:
     target = request.headers.get(CLEAR_TARGET, "").lower()
     if target not in ("", "cache", "queue"):
         return to_response(
-            refusal(400, f"If provided '{CLEAR_TARGET}' must be 'cache', 'queue' or empty string.")
+            request,
+            refusal(400, f"If provided '{CLEAR_TARGET}' must be 'cache', 'queue' or empty string."),
         )
     if target in ("", "queue"):
         request.app[PREFETCHER].clear()
@@ -122,8 +129,8 @@ async def clean(request: web.Request) -> web.Response:
     return web.Response(status=200)
 
 
-def _invalid_id(image_id: str) -> web.Response | None:
-    return None if is_image_id(image_id) else to_response(_not_found(image_id))
+def _invalid_id(request: web.Request, image_id: str) -> web.Response | None:
+    return None if is_image_id(image_id) else to_response(request, _not_found(image_id))
 
 
 def _not_found(image_id: str) -> Answer:

@@ -45,10 +45,17 @@ async def image_file(request: web.Request) -> web.StreamResponse:
     try:
         byte_range = parse_range(request.headers.get("Range"), image.size)
     except MultipleRanges:
-        return to_response(refusal(400, MULTIPLE_RANGES))
-    except RangeNotSatisfiable:
-        unsatisfiable = {"Content-Range": f"bytes */{image.size}"}
-        return to_response(refusal(416, "Invalid Range header.", unsatisfiable))
+        return to_response(request, refusal(400, MULTIPLE_RANGES))
+    except RangeNotSatisfiable as unsatisfiable:
+        return to_response(
+            request,
+            refusal(
+                416,
+                "The Range requested is not available.",
+                {"Content-Range": f"bytes */{image.size}"},  # RFC 9110 asks for it
+                detail=unsatisfiable.reason,
+            ),
+        )
     if request.method == "HEAD":
         return data_response(image, byte_range, "metadata")
     return await _serve(request, image, byte_range, caller)
@@ -72,7 +79,7 @@ async def _serve(
                 return response
         if not request.app[UPSTREAM].uplink.online:
             metrics.data_requests.labels("unavailable").inc()
-            return to_response(uplink_down(f"the data of image {image.id}"))
+            return to_response(request, uplink_down(f"the data of image {image.id}"))
         fill = await cache.fill(image, caller.headers)
     if fill is None or byte_range is not None:
         # Not cacheable now (too big for max_size), or a part of an image not yet cached:

@@ -15,12 +15,16 @@ async def image_record(request: web.Request) -> web.StreamResponse:
     if not is_image_id(image_id):
         return await passthrough(request)
     caller = request.app[AUTHORITY].caller(request.headers)
-    return to_response(await request.app[RECALL].get(request.path_qs, caller, image_id=image_id))
+    return to_response(
+        request, await request.app[RECALL].get(request.path_qs, caller, image_id=image_id)
+    )
 
 
 async def image_list(request: web.Request) -> web.Response:
     caller = request.app[AUTHORITY].caller(request.headers)
-    return to_response(await request.app[RECALL].get(request.path_qs, caller, scope=caller.scope))
+    return to_response(
+        request, await request.app[RECALL].get(request.path_qs, caller, scope=caller.scope)
+    )
 
 
 async def image_members(request: web.Request) -> web.StreamResponse:
@@ -32,9 +36,9 @@ async def image_members(request: web.Request) -> web.StreamResponse:
     answer = await request.app[RECALL].get(
         request.path_qs, caller, scope=caller.scope, image_id=image_id
     )
-    return to_response(answer)
+    return to_response(request, answer)
 
 
 async def schema(request: web.Request) -> web.Response:
     caller = request.app[AUTHORITY].caller(request.headers)
-    return to_response(await request.app[RECALL].get(request.path_qs, caller))
+    return to_response(request, await request.app[RECALL].get(request.path_qs, caller))

@@ -44,7 +44,7 @@ async def passthrough(request: web.Request) -> web.StreamResponse:
     except TRANSIENT_ERRORS as exc:
         log.warning("upstream failed during %s %s: %r", request.method, request.path, exc)
         if not response.prepared:
-            return to_response(uplink_down(f"{request.method} {request.path}"))
+            return to_response(request, uplink_down(f"{request.method} {request.path}"))
         abort(request)
         return response
     await response.write_eof()

@@ -69,7 +69,8 @@ async def test_an_upstream_record_that_is_not_one_is_a_502(
         edgecache = await make_edgecache(upstream=str(server.make_url("")).rstrip("/"))
         image_id = "3f1c3b3e-0000-4000-8000-000000000000"
         async with edgecache.get(
-            f"/v2/images/{image_id}/file", headers={"X-Auth-Token": "t"}
+            f"/v2/images/{image_id}/file",
+            headers={"X-Auth-Token": "t", "Accept": "application/json"},
         ) as resp:
             assert resp.status == 502
             assert (await resp.json())["code"] == "502 Bad Gateway"

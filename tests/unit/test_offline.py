@@ -149,7 +149,8 @@ async def test_uncached_data_offline_is_503_with_retry_after(
     assert (await status_and_body(edgecache, f"/v2/images/{image.id}", token))[0] == 200
     await go_offline(edgecache, upstream_server)
     async with edgecache.get(
-        f"/v2/images/{image.id}/file", headers={"X-Auth-Token": token}
+        f"/v2/images/{image.id}/file",
+        headers={"X-Auth-Token": token, "Accept": "application/json"},
     ) as resp:
         assert resp.status == 503
         assert resp.headers["Retry-After"]
@@ -178,7 +179,7 @@ async def test_writes_offline_are_refused(
     token = glance.add_project("p1")
     await go_offline(offline_edgecache, upstream_server)
     async with offline_edgecache.request(
-        method, path, headers={"X-Auth-Token": token}, data=b"{}"
+        method, path, headers={"X-Auth-Token": token, "Accept": "application/json"}, data=b"{}"
     ) as resp:
         assert resp.status == 503
         assert (await resp.json())["title"] == "Service Unavailable"

@@ -73,7 +73,9 @@ async def test_unreachable_upstream_is_a_glance_style_503(
     make_edgecache,  # type: ignore[no-untyped-def]
 ) -> None:
     edgecache = await make_edgecache(upstream="http://127.0.0.1:9", connect_timeout=1.0)
-    async with edgecache.post("/v2/images", headers={"X-Auth-Token": "t"}, json={}) as resp:
+    async with edgecache.post(
+        "/v2/images", headers={"X-Auth-Token": "t", "Accept": "application/json"}, json={}
+    ) as resp:
         assert resp.status == 503
         assert resp.headers["Retry-After"]
         assert (await resp.json())["title"] == "Service Unavailable"
