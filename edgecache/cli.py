@@ -33,7 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="run the caching proxy")
     _config_flag(serve)
-    serve.add_argument("--upstream", help="the regional glance-api URL")
+    serve.add_argument(
+        "--upstream",
+        help="the regional glance-api URL; more, comma-separated, are fallbacks in order",
+    )
     serve.add_argument("--listen", help="HOST:PORT to serve on (default 127.0.0.1:9292)")
     serve.add_argument("--cache-dir", help="where cached images and the index live")
     serve.add_argument("--max-size", help="cache capacity, e.g. 500MiB, 20GiB, 1.5TB")
@@ -99,8 +102,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _settings(args: argparse.Namespace) -> Settings:
     if args.command == "serve":
+        primary, *fallbacks = (args.upstream or "").split(",")
         overrides = {
-            "upstream": args.upstream,
+            "upstream": primary.strip() or None,
+            "fallbacks": fallbacks or None,
             "listen": args.listen,
             "cache_dir": args.cache_dir,
             "max_size": args.max_size,

@@ -82,6 +82,7 @@ class Settings:
     """Everything the daemon is configured with; see config/edgecache.toml for each key."""
 
     upstream: str = ""
+    fallbacks: tuple[str, ...] = ()
     listen_host: str = "127.0.0.1"
     listen_port: int = 9292
     cache_dir: Path = field(default_factory=default_cache_dir)
@@ -115,6 +116,11 @@ class Settings:
         return self.upstream.rstrip("/")
 
     @property
+    def upstream_urls(self) -> tuple[str, ...]:
+        """The primary upstream first, then the fallbacks in order of preference."""
+        return (self.upstream_url, *(url.rstrip("/") for url in self.fallbacks))
+
+    @property
     def service_credentials(self) -> ServiceCredentials | None:
         if not (self.keystone_url and self.keystone_username and self.keystone_password):
             return None
@@ -132,6 +138,7 @@ class Settings:
 TOML_KEYS: dict[str, dict[str, str]] = {
     "upstream": {
         "url": "upstream",
+        "fallbacks": "fallbacks",
         "connect_timeout": "connect_timeout",
         "read_timeout": "read_timeout",
         "stall_timeout": "stall_timeout",
@@ -200,6 +207,12 @@ def _coerce(attr: str, key: str, value: Any) -> dict[str, Any]:
         return {"listen_host": host, "listen_port": port}
     if attr in ("upstream", "keystone_url"):
         return {attr: _check_url(value, key)}
+    if attr == "fallbacks":
+        if isinstance(value, str):
+            value = [url for url in value.split(",") if url.strip()]
+        if not isinstance(value, list):
+            raise ConfigError(key, "expected a list of http(s) URLs")
+        return {attr: tuple(_check_url(url.strip(), key) for url in value)}
     if attr.startswith("keystone_"):
         if not isinstance(value, str) or not value:
             raise ConfigError(key, "expected a non-empty string")

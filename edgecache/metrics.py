@@ -40,6 +40,12 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.upstream_active = Gauge(
+            "edgecache_upstream_active",
+            "1 for the upstream endpoint requests go to now, 0 for the others",
+            ["endpoint"],
+            registry=r,
+        )
         self.data_requests = Counter(
             "edgecache_data_requests",
             "Image data requests by how they were answered",

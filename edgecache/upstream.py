@@ -1,8 +1,17 @@
-"""The client for the regional Glance: one pooled session, timeouts, uplink observation."""
+"""The client for the regional Glance: one pooled session, timeouts, failover, uplink state.
+
+The upstream may be one glance-api or several (a primary and fallbacks, in order of
+preference), or another edgecache (tiers). Requests go to the active endpoint; when it fails to
+answer, requests that can safely be repeated (GET/HEAD without a body) are retried on the next
+endpoint, which becomes active. While a fallback is active the primary is probed and taken
+back as soon as it answers. The uplink is down only when no endpoint answers.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -16,6 +25,8 @@ from edgecache.config import Settings
 from edgecache.metrics import Metrics
 from edgecache.uplink import Uplink, UplinkDown
 
+log = logging.getLogger(__name__)
+
 # Errors after which the same request may succeed later (the link, not the answer).
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     aiohttp.ClientConnectionError,
@@ -25,6 +36,7 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 )
 # Answers that mean something between us and Glance (or Glance itself) is not serving.
 UNAVAILABLE_STATUSES = frozenset({502, 503, 504})
+_REPEATABLE_METHODS = frozenset({"GET", "HEAD"})
 # Pieces this large keep per-piece overhead low on fast links; what is buffered when a stream
 # breaks is lost (aiohttp drops it), so it is not larger.
 _READ_BUFFER = 1 << 20
@@ -44,7 +56,8 @@ class UpstreamAnswer:
 
 class Upstream:
     def __init__(self, settings: Settings, metrics: Metrics) -> None:
-        self.base_url = settings.upstream_url
+        self.endpoints = settings.upstream_urls
+        self._active = 0
         self._timeout = aiohttp.ClientTimeout(
             total=None,
             connect=settings.connect_timeout,
@@ -52,14 +65,18 @@ class Upstream:
             sock_read=settings.read_timeout,
         )
         self._probe_timeout = aiohttp.ClientTimeout(total=settings.connect_timeout)
+        self._probe_interval = settings.probe_interval
         self._session: aiohttp.ClientSession | None = None
         self._metrics = metrics
+        self._on_fallback = asyncio.Event()
+        self._failback: asyncio.Task[None] | None = None
         self.uplink = Uplink(
-            probe=self._probe,
+            probe=self._probe_all,
             metrics=metrics,
             failures_to_offline=settings.failures_to_offline,
             probe_interval=settings.probe_interval,
         )
+        self._publish_active()
 
     async def start(self) -> None:
         self._session = aiohttp.ClientSession(
@@ -69,9 +86,14 @@ class Upstream:
             connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=60),
         )
         self.uplink.start()
+        if len(self.endpoints) > 1:
+            self._failback = asyncio.create_task(self._back_to_primary(), name="upstream-failback")
 
     async def close(self) -> None:
         await self.uplink.close()
+        if self._failback is not None:
+            self._failback.cancel()
+            await asyncio.gather(self._failback, return_exceptions=True)
         if self._session is not None:
             await self._session.close()
 
@@ -81,8 +103,10 @@ class Upstream:
             raise RuntimeError("Upstream.start() was not awaited")
         return self._session
 
-    def url(self, path_qs: str) -> str:
-        return self.base_url + path_qs
+    @property
+    def base_url(self) -> str:
+        """The endpoint requests go to now."""
+        return self.endpoints[self._active]
 
     @asynccontextmanager
     async def request(
@@ -98,24 +122,44 @@ class Upstream:
         shows on the next request (a resume, say).
         """
         self.uplink.check()
-        started = time.monotonic()
-        try:
-            response = await self.session.request(
-                method, self.url(path_qs), headers=headers, data=data, allow_redirects=False
-            )
-        except TRANSIENT_ERRORS as exc:
-            self.uplink.record_failure(f"{method} {path_qs.split('?')[0]}: {exc!r}")
-            raise
-        finally:
-            self._metrics.upstream_duration.labels(method).observe(time.monotonic() - started)
-        if response.status in UNAVAILABLE_STATUSES:
-            self.uplink.record_failure(f"{method} {path_qs.split('?')[0]}: {response.status}")
-        else:
-            self.uplink.record_success()
-        try:
-            yield response
-        finally:
-            response.release()
+        repeatable = method in _REPEATABLE_METHODS and data is None
+        candidates = self._candidates() if repeatable else [self._active]
+        failure = ""
+        for number, index in enumerate(candidates):
+            more_to_try = number + 1 < len(candidates)
+            started = time.monotonic()
+            try:
+                response = await self.session.request(
+                    method,
+                    self.endpoints[index] + path_qs,
+                    headers=headers,
+                    data=data,
+                    allow_redirects=False,
+                )
+            except TRANSIENT_ERRORS as exc:
+                failure = f"{method} {path_qs.split('?')[0]}: {exc!r}"
+                self._give_up_on(index)
+                if more_to_try:
+                    continue
+                self.uplink.record_failure(failure)
+                raise
+            finally:
+                self._metrics.upstream_duration.labels(method).observe(time.monotonic() - started)
+            if response.status in UNAVAILABLE_STATUSES:
+                failure = f"{method} {path_qs.split('?')[0]}: {response.status}"
+                self._give_up_on(index)
+                if more_to_try:
+                    response.release()
+                    continue
+                self.uplink.record_failure(failure)
+            else:
+                self._use(index)
+                self.uplink.record_success()
+            try:
+                yield response
+            finally:
+                response.release()
+            return
 
     async def fetch(self, path_qs: str, headers: Mapping[str, str]) -> UpstreamAnswer:
         """GET a small document and read it whole."""
@@ -132,11 +176,49 @@ class Upstream:
             wanted["Range"] = f"bytes={offset}-"
         return self.request("GET", f"/v2/images/{image_id}/file", wanted)
 
-    async def _probe(self) -> bool:
+    def _candidates(self) -> list[int]:
+        """The active endpoint, then the others in order of preference."""
+        return [self._active, *(i for i in range(len(self.endpoints)) if i != self._active)]
+
+    def _give_up_on(self, index: int) -> None:
+        if index == self._active and len(self.endpoints) > 1:
+            self._use((index + 1) % len(self.endpoints))
+
+    def _use(self, index: int) -> None:
+        if index == self._active:
+            return
+        log.warning("upstream: switching from %s to %s", self.base_url, self.endpoints[index])
+        self._active = index
+        if index == 0:
+            self._on_fallback.clear()
+        else:
+            self._on_fallback.set()
+        self._publish_active()
+
+    def _publish_active(self) -> None:
+        for index, endpoint in enumerate(self.endpoints):
+            self._metrics.upstream_active.labels(endpoint).set(int(index == self._active))
+
+    async def _answers(self, index: int) -> bool:
         try:
             async with self.session.get(
-                self.url("/versions"), timeout=self._probe_timeout
+                self.endpoints[index] + "/versions", timeout=self._probe_timeout
             ) as response:
                 return response.status not in UNAVAILABLE_STATUSES
         except TRANSIENT_ERRORS:
             return False
+
+    async def _probe_all(self) -> bool:
+        """For the uplink while it is down: is any endpoint answering? (It becomes active.)"""
+        for index in range(len(self.endpoints)):
+            if await self._answers(index):
+                self._use(index)
+                return True
+        return False
+
+    async def _back_to_primary(self) -> None:
+        while True:
+            await self._on_fallback.wait()
+            await asyncio.sleep(self._probe_interval)  # the probe's period, not a synchronisation
+            if self._active != 0 and await self._answers(0):
+                self._use(0)

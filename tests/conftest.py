@@ -149,19 +149,22 @@ async def wait_until_serving(url: str, process: asyncio.subprocess.Process) -> N
     raise TimeoutError("edgecache did not start")
 
 
+SpawnEdgecache = Callable[..., Awaitable[Daemon]]
+
+
 @pytest.fixture
-async def start_daemon(
-    glance_url: str, cache_dir: Path
-) -> AsyncIterator[Callable[[], Awaitable[Daemon]]]:
+async def spawn_edgecache() -> AsyncIterator[SpawnEdgecache]:
+    """Start real `edgecache serve` processes; all are killed at the end."""
     processes: list[asyncio.subprocess.Process] = []
 
-    async def start() -> Daemon:
-        port = free_port()
+    async def spawn(upstream: str, cache_dir: Path, *extra: str, port: int | None = None) -> Daemon:
+        port = port or free_port()
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "edgecache", "serve",
-            "--upstream", glance_url,
+            "--upstream", upstream,
             "--listen", f"127.0.0.1:{port}",
             "--cache-dir", str(cache_dir),
+            *extra,
             env={**os.environ, "EDGECACHE_CONFIG": ""},
         )  # fmt: skip
         processes.append(process)
@@ -169,8 +172,16 @@ async def start_daemon(
         await wait_until_serving(url, process)
         return process, url
 
-    yield start
+    yield spawn
     for process in processes:
         if process.returncode is None:
             process.kill()
         await process.wait()
+
+
+@pytest.fixture
+def start_daemon(
+    spawn_edgecache: SpawnEdgecache, glance_url: str, cache_dir: Path
+) -> Callable[[], Awaitable[Daemon]]:
+    """Start `edgecache serve` in front of the fake Glance, on the test's cache dir."""
+    return lambda: spawn_edgecache(glance_url, cache_dir)
