@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import aiohttp
 
 from edgecache.api.admin import PREFIX
+from edgecache.unixpath import usable_socket_path
 
 
 class AdminError(Exception):
@@ -18,8 +20,10 @@ class AdminError(Exception):
 class AdminClient:
     def __init__(self, socket_path: Path) -> None:
         self._path = socket_path
+        self._paths = ExitStack()
+        connectable = self._paths.enter_context(usable_socket_path(socket_path))
         self._session = aiohttp.ClientSession(
-            connector=aiohttp.UnixConnector(path=str(socket_path)),
+            connector=aiohttp.UnixConnector(path=connectable),
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=5),
         )
 
@@ -33,6 +37,7 @@ class AdminClient:
         tb: TracebackType | None,
     ) -> None:
         await self._session.close()
+        self._paths.close()
 
     async def status(self) -> dict[str, Any]:
         return dict(await self._call("GET", "/status"))

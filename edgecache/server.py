@@ -19,6 +19,7 @@ from aiohttp import web
 from edgecache.app import create_app
 from edgecache.config import Settings
 from edgecache.systemd import Notifier
+from edgecache.unixpath import usable_socket_path
 
 log = logging.getLogger("edgecache")
 
@@ -38,7 +39,8 @@ async def run(settings: Settings) -> None:
         await web.TCPSite(runner, settings.listen_host, settings.listen_port).start()
         admin_socket = settings.admin_socket
         _remove_stale_socket(admin_socket)
-        await web.UnixSite(runner, str(admin_socket)).start()
+        with usable_socket_path(admin_socket) as bindable:
+            await web.UnixSite(runner, bindable).start()
         os.chmod(admin_socket, 0o660)
         log.info(
             "serving Glance %s on http://%s:%d (admin socket %s)",

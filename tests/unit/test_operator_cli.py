@@ -10,7 +10,7 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.conftest import Daemon, MiB, random_bytes
+from tests.conftest import Daemon, MiB, SpawnEdgecache, random_bytes
 from tests.fakeglance import FakeGlance
 from tests.unit.test_store import flip_bit
 
@@ -129,3 +129,15 @@ async def test_client_commands_say_when_the_daemon_is_not_there(tmp_path: Path) 
     code, output = await edgecache_cli("status", "--socket", str(tmp_path / "none.sock"))
     assert code == 1
     assert "cannot reach the daemon's admin socket" in output
+
+
+async def test_a_deep_cache_dir_still_gets_its_admin_socket(
+    glance: FakeGlance, spawn_edgecache: SpawnEdgecache, glance_url: str, tmp_path: Path
+) -> None:
+    """sockaddr_un holds 108 bytes; a cache dir can be deeper than that."""
+    deep = tmp_path.joinpath(*["a-rather-long-directory-name"] * 5)
+    assert len(str(deep / "admin.sock")) > 108
+    await spawn_edgecache(glance_url, deep)
+    code, output = await edgecache_cli("status", "--socket", str(deep / "admin.sock"))
+    assert code == 0, output
+    assert "up (since" in output
