@@ -106,6 +106,7 @@ class Settings:
     log_format: str = "text"
     admin_socket_path: Path | None = None
     shutdown_timeout: float = 30.0
+    client_idle_timeout: float = 60.0
 
     @property
     def admin_socket(self) -> Path:
@@ -150,6 +151,7 @@ TOML_KEYS: dict[str, dict[str, str]] = {
         "log_level": "log_level",
         "log_format": "log_format",
         "shutdown_timeout": "shutdown_timeout",
+        "client_idle_timeout": "client_idle_timeout",
         "admin_socket": "admin_socket_path",
     },
     "offline": {"decision_ttl": "decision_ttl"},
@@ -239,6 +241,7 @@ def _coerce(attr: str, key: str, value: Any) -> dict[str, Any]:
         "probe_interval",
         "decision_ttl",
         "shutdown_timeout",
+        "client_idle_timeout",
     ):
         if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
             raise ConfigError(key, f"expected a number of seconds > 0, got {value!r}")

@@ -28,7 +28,13 @@ async def run(settings: Settings) -> None:
     app = create_app(settings)
     systemd = Notifier.from_environment()
     runner = web.AppRunner(
-        app, access_log=None, handle_signals=False, shutdown_timeout=settings.shutdown_timeout
+        app,
+        access_log=None,
+        handle_signals=False,
+        shutdown_timeout=settings.shutdown_timeout,
+        # aiohttp arms this from the moment a connection opens, and it is not reset by bytes
+        # of an unfinished request: it also closes clients that send headers byte by byte.
+        keepalive_timeout=settings.client_idle_timeout,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
