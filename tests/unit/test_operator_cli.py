@@ -72,6 +72,25 @@ async def test_warm_status_list_pin_evict(
     assert by_id.id not in output
 
 
+async def test_warm_selects_public_images_and_names_from_a_file(
+    glance: FakeGlance, start_daemon: StartDaemon, tmp_path: Path
+) -> None:
+    token = glance.add_project("p1")
+    public = [glance.add_image(random_bytes(MiB), owner="p9", visibility="public") for _ in "ab"]
+    mine = glance.add_image(random_bytes(MiB), owner="p1", name="listed")
+    private = glance.add_image(random_bytes(MiB), owner="p1", name="not-listed")
+    listing = tmp_path / "images.txt"
+    listing.write_text("# images for the maintenance window\nlisted   # by name\n")
+    _, url = await start_daemon()
+    code, output = await edgecache_cli(
+        "warm", "--endpoint", url, "--token", token, "--all-public", "--from-file", str(listing)
+    )
+    assert code == 0, output
+    assert "3 images: 3 in the cache, 0 failed" in output
+    assert all(glance.data_requests[image.id] == 1 for image in [*public, mine])
+    assert glance.data_requests[private.id] == 0
+
+
 async def test_warm_reports_failures_and_exits_1(
     glance: FakeGlance, start_daemon: StartDaemon, cache_dir: Path
 ) -> None:
