@@ -5,13 +5,15 @@ cd "$(dirname "$0")/.."
 # Debian packages the suite needs: venv support (Debian's python3 lacks ensurepip without it;
 # the integration tests build a virtualenv for Keystone + Glance), the tools
 # tests/unit/test_packaging.py runs (systemd-analyze from systemd, promtool from prometheus)
-# and HAProxy for the zone test (tests/unit/test_haproxy.py). Installed only when missing and
-# we are root; otherwise those tests fail saying what to install.
+# HAProxy for the zone test (tests/unit/test_haproxy.py) and nginx for the benchmark smoke run
+# (tests/unit/test_benchmarks_quick.py). Installed only when missing and we are root;
+# otherwise those tests fail saying what to install.
 missing=()
 python3 -c "import ensurepip" 2>/dev/null || missing+=(python3-venv)
 command -v systemd-analyze >/dev/null || missing+=(systemd)
 command -v promtool >/dev/null || missing+=(prometheus)
 command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
 if [ "${#missing[@]}" -gt 0 ] && [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
