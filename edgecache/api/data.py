@@ -106,12 +106,10 @@ async def _serve_blob(
         blob = cache.open_blob(entry)
     except FileNotFoundError:
         return None
-    step = entry.chunk_size if cache.settings.verify_reads else None
-    segments = list(_segments(wanted, step))
     with blob, cache.store.reading(entry.image_id):
+        spans = cache.verified_spans(blob, entry, wanted, cache.settings.verify_reads)
         try:
-            if segments and step is not None:
-                await cache.verify(blob, entry, segments[0].start, segments[0].end)
+            first = await anext(spans, None)
         except BlobCorrupt as exc:
             log.error("%s; fetching it again", exc)
             return None
@@ -121,15 +119,17 @@ async def _serve_blob(
         with _counting(request, response, "cache"):
             await response.prepare(request)
             try:
-                for number, segment in enumerate(segments):
-                    if number and step is not None:
-                        await cache.verify(blob, entry, segment.start, segment.end)
-                    await send_file(request, response, blob, segment.start, segment.length)
-                    response[BYTES_SENT] += segment.length
+                span = first
+                while span is not None:
+                    await send_file(request, response, blob, span.start, span.length)
+                    response[BYTES_SENT] += span.length
+                    span = await anext(spans, None)
             except BlobCorrupt as exc:
                 log.error("%s; transfer aborted", exc)
                 abort(request)
                 return response
+            finally:
+                await spans.aclose()
         await response.write_eof()
         return response
 
@@ -164,16 +164,3 @@ def _counting(request: web.Request, response: web.StreamResponse, source: str) -
             yield
     finally:
         metrics.bytes_served.labels(source).inc(response[BYTES_SENT])
-
-
-def _segments(wanted: ByteRange, step: int | None) -> Iterator[ByteRange]:
-    """Split a range at multiples of `step` (so each piece lies within one chunk), or not."""
-    if step is None:
-        if wanted.length:
-            yield wanted
-        return
-    position = wanted.start
-    while position < wanted.end:
-        end = min(wanted.end, (position // step + 1) * step)
-        yield ByteRange(position, end)
-        position = end

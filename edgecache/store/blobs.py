@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
-from edgecache.store.digests import CHUNK_DIGEST_SIZE, VERIFY_SLICE, file_chunk_digest
+from edgecache.store.digests import CHUNK_DIGEST_SIZE, file_chunk_digest
 from edgecache.store.index import BlobEntry, Index
 
 log = logging.getLogger(__name__)
@@ -105,15 +105,13 @@ class BlobStore:
         return self._readers[image_id] > 0
 
 
-def verify_chunks(fd: int, entry: BlobEntry, first: int, last: int) -> None:
-    """Re-hash chunks `first`..`last` (inclusive) of an open blob; raise BlobCorrupt (blocking)."""
-    buffer = bytearray(min(VERIFY_SLICE, entry.chunk_size))
-    for chunk in range(first, last + 1):
-        start = chunk * entry.chunk_size
-        length = min(entry.chunk_size, entry.size - start)
-        expected = entry.chunk_digests[chunk * CHUNK_DIGEST_SIZE : (chunk + 1) * CHUNK_DIGEST_SIZE]
-        if file_chunk_digest(fd, start, length, buffer) != expected:
-            raise BlobCorrupt(entry.image_id, chunk)
+def verify_chunk(fd: int, entry: BlobEntry, chunk: int) -> None:
+    """Re-hash one chunk of an open blob; raise BlobCorrupt if it changed (blocking)."""
+    start = chunk * entry.chunk_size
+    length = min(entry.chunk_size, entry.size - start)
+    expected = entry.chunk_digests[chunk * CHUNK_DIGEST_SIZE : (chunk + 1) * CHUNK_DIGEST_SIZE]
+    if file_chunk_digest(fd, start, length) != expected:
+        raise BlobCorrupt(entry.image_id, chunk)
 
 
 def _fsync_dir(path: Path) -> None:

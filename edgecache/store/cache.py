@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections import deque
+from collections.abc import AsyncGenerator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO
@@ -12,13 +13,17 @@ from typing import IO
 from edgecache.config import Settings
 from edgecache.images import ImageRecord
 from edgecache.metrics import Metrics
-from edgecache.store.blobs import BlobCorrupt, BlobStore, verify_chunks
+from edgecache.ranges import ByteRange
+from edgecache.store.blobs import BlobCorrupt, BlobStore, verify_chunk
 from edgecache.store.evict import Evictor
 from edgecache.store.fill import Fill, FillManager
 from edgecache.store.index import BlobEntry, Index
 from edgecache.upstream import Upstream
 
 log = logging.getLogger(__name__)
+
+VERIFY_AHEAD = 4  # chunks re-hashed ahead of the one being sent
+SEND_SPAN = 64 << 20  # at most this much per sendfile call
 
 
 class ImageCache:
@@ -98,26 +103,63 @@ class ImageCache:
         """Open a stored copy; FileNotFoundError if it was evicted meanwhile."""
         return self.store.blob_path(entry.image_id).open("rb", buffering=0)
 
-    async def verify(self, blob: IO[bytes], entry: BlobEntry, start: int, end: int) -> None:
-        """Re-hash the chunks covering bytes [start, end); on mismatch quarantine and raise."""
-        if end <= start:
+    async def verified_spans(
+        self, blob: IO[bytes], entry: BlobEntry, wanted: ByteRange, verify: bool = True
+    ) -> AsyncGenerator[ByteRange, None]:
+        """The bytes of `wanted` in spans that may be sent: each chunk they touch re-hashed.
+
+        Chunks are re-hashed on worker threads a few ahead of the caller, so sending and
+        checking overlap, and chunks already checked are handed out together (up to
+        SEND_SPAN), so the caller makes few large sends. A chunk that no longer matches its
+        hash raises BlobCorrupt, after the copy is quarantined and dropped from the index.
+        """
+        if not verify:
+            for start in range(wanted.start, wanted.end, SEND_SPAN):
+                yield ByteRange(start, min(start + SEND_SPAN, wanted.end))
             return
-        first, last = start // entry.chunk_size, (end - 1) // entry.chunk_size
+        if not wanted.length:
+            return
+        loop = asyncio.get_running_loop()
+        size = entry.chunk_size
+        chunks = iter(range(wanted.start // size, (wanted.end - 1) // size + 1))
+        checks: deque[tuple[int, asyncio.Future[None]]] = deque()
+
+        def check_ahead() -> None:
+            while len(checks) < VERIFY_AHEAD and (chunk := next(chunks, None)) is not None:
+                job = loop.run_in_executor(
+                    self._executor, verify_chunk, blob.fileno(), entry, chunk
+                )
+                checks.append((chunk, job))
+
+        position = wanted.start
+        check_ahead()
         try:
-            await asyncio.get_running_loop().run_in_executor(
-                self._executor, verify_chunks, blob.fileno(), entry, first, last
-            )
+            while checks:
+                chunk, job = checks.popleft()
+                await job
+                end = min(wanted.end, (chunk + 1) * size)
+                while checks and checks[0][1].done() and end - position < SEND_SPAN:
+                    chunk, job = checks.popleft()
+                    job.result()
+                    end = min(wanted.end, (chunk + 1) * size)
+                check_ahead()
+                yield ByteRange(position, end)
+                position = end
         except BlobCorrupt:
             self._metrics.corrupt_blobs.inc()
             await self.index.remove(entry.image_id)
             self.store.quarantine(entry.image_id)
             raise
+        finally:
+            for _, job in checks:
+                job.cancel()
 
     async def scrub(self, entry: BlobEntry) -> BlobCorrupt | None:
         """Re-hash a whole stored copy; a corrupt one is quarantined (and dropped)."""
         try:
             with self.open_blob(entry) as blob, self.store.reading(entry.image_id):
-                await self.verify(blob, entry, 0, entry.size)
+                async for _ in self.verified_spans(blob, entry, ByteRange(0, entry.size)):
+                    pass
         except BlobCorrupt as corrupt:
             return corrupt
         return None
