@@ -77,7 +77,9 @@ def _run(settings: Settings, log: Any) -> tuple[list[ScenarioResult], list[str],
             log(f"work directory (kept): {workdir}")
         else:
             exits.callback(shutil.rmtree, workdir, ignore_errors=True)
-        servers = stack_module.start(workdir, settings.sizes, settings.nginx_workers, exits, log)
+        servers = stack_module.start(
+            workdir, settings.sizes, settings.nginx_workers, settings.edgecache_config, exits, log
+        )
         log(
             f"synthetic glance {servers.upstream.url}, edgecache {servers.edgecache.url}, "
             f"nginx {servers.nginx.url}"

@@ -30,6 +30,7 @@ class Settings:
     quiet_wait: float  # how long a run may wait for other processes to leave the CPUs
     client_processes: int
     nginx_workers: str
+    edgecache_config: Path | None  # a TOML file of edgecache settings to measure
     scenarios: tuple[str, ...]
     out: Path
     keep: bool
@@ -89,6 +90,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--client-processes", type=int, default=2, help="load generator processes")
     p.add_argument("--nginx-workers", default="auto", help="nginx worker_processes")
     p.add_argument(
+        "--edgecache-config",
+        type=Path,
+        help="TOML settings for edgecache (e.g. verify_reads = false) to measure them",
+    )
+    p.add_argument(
         "--only",
         default=",".join(SCENARIOS),
         help=f"comma-separated subset of: {', '.join(SCENARIOS)}",
@@ -129,6 +135,7 @@ def from_args(args: argparse.Namespace) -> Settings:
         quiet_wait=_number(float, chosen("quiet_wait"), "--quiet-wait"),
         client_processes=args.client_processes,
         nginx_workers=args.nginx_workers,
+        edgecache_config=args.edgecache_config,
         scenarios=scenarios,
         out=args.out,
         keep=args.keep,

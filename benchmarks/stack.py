@@ -110,6 +110,7 @@ def start(
     workdir: Path,
     sizes: list[int],
     nginx_workers: str,
+    edgecache_config: Path | None,
     exits: ExitStack,
     log: Callable[[str], None],
 ) -> Stack:
@@ -162,7 +163,8 @@ def start(
         edgecache_argv,
         "/healthz",
         workdir / "edgecache" / "log",
-        env={**os.environ, "EDGECACHE_CONFIG": ""},  # flags only, never /etc/edgecache
+        # flags (and the --edgecache-config file, if any), never /etc/edgecache
+        env={**os.environ, "EDGECACHE_CONFIG": str(edgecache_config or "")},
     )
     exits.callback(edgecache.stop)
     proxy = nginx.start(nginx_binary, workdir / "nginx", upstream.port, _CAPACITY, nginx_workers)

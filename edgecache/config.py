@@ -89,6 +89,7 @@ class Settings:
     max_size: int = 20 * 2**30
     chunk_size: int = 4 * 2**20
     verify_reads: bool = True
+    reverify_after: float = 60.0
     prefetch_parallel: int = 2
     stall_timeout: float = 60.0
     connect_timeout: float = 5.0
@@ -168,6 +169,7 @@ TOML_KEYS: dict[str, dict[str, str]] = {
         "max_size": "max_size",
         "chunk_size": "chunk_size",
         "verify_reads": "verify_reads",
+        "reverify_after": "reverify_after",
         "prefetch_parallel": "prefetch_parallel",
     },
 }
@@ -243,9 +245,9 @@ def _coerce(attr: str, key: str, value: Any) -> dict[str, Any]:
         "shutdown_timeout",
         "client_idle_timeout",
     ):
-        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-            raise ConfigError(key, f"expected a number of seconds > 0, got {value!r}")
-        return {attr: float(value)}
+        return {attr: _seconds(key, value, allow_zero=False)}
+    if attr == "reverify_after":
+        return {attr: _seconds(key, value, allow_zero=True)}
     if attr == "log_format":
         if value not in LOG_FORMATS:
             raise ConfigError(key, f"expected one of {', '.join(LOG_FORMATS)}, got {value!r}")
@@ -255,6 +257,14 @@ def _coerce(attr: str, key: str, value: Any) -> dict[str, Any]:
             raise ConfigError(key, f"expected one of {', '.join(_LOG_LEVELS)}, got {value!r}")
         return {attr: str(value).lower()}
     raise ConfigError(key, "unknown setting")
+
+
+def _seconds(key: str, value: Any, *, allow_zero: bool) -> float:
+    number = not isinstance(value, bool) and isinstance(value, int | float)
+    if not number or value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ConfigError(key, f"expected a number of seconds {bound}, got {value!r}")
+    return float(value)
 
 
 def read_toml(path: Path) -> dict[str, Any]:

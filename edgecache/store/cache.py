@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections import deque
 from collections.abc import AsyncGenerator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +19,7 @@ from edgecache.store.blobs import BlobCorrupt, BlobStore, verify_chunk
 from edgecache.store.evict import Evictor
 from edgecache.store.fill import Fill, FillManager
 from edgecache.store.index import BlobEntry, Index
+from edgecache.store.recent import RecentlyVerified
 from edgecache.upstream import Upstream
 
 log = logging.getLogger(__name__)
@@ -45,6 +47,7 @@ class ImageCache:
         self.fills = fills
         self._metrics = metrics
         self._executor = executor
+        self._recent = RecentlyVerified(settings.reverify_after)
 
     @classmethod
     async def open(cls, settings: Settings, upstream: Upstream, metrics: Metrics) -> ImageCache:
@@ -123,12 +126,18 @@ class ImageCache:
         size = entry.chunk_size
         chunks = iter(range(wanted.start // size, (wanted.end - 1) // size + 1))
         checks: deque[tuple[int, asyncio.Future[None]]] = deque()
+        stat = os.fstat(blob.fileno())
+        identity = (stat.st_dev, stat.st_ino, stat.st_mtime_ns)
 
         def check_ahead() -> None:
             while len(checks) < VERIFY_AHEAD and (chunk := next(chunks, None)) is not None:
-                job = loop.run_in_executor(
-                    self._executor, verify_chunk, blob.fileno(), entry, chunk
-                )
+                if self._recent.fresh((*identity, chunk)):
+                    job: asyncio.Future[None] = loop.create_future()
+                    job.set_result(None)
+                else:
+                    job = loop.run_in_executor(
+                        self._executor, verify_chunk, blob.fileno(), entry, chunk
+                    )
                 checks.append((chunk, job))
 
         position = wanted.start
@@ -137,10 +146,12 @@ class ImageCache:
             while checks:
                 chunk, job = checks.popleft()
                 await job
+                self._recent.record((*identity, chunk))
                 end = min(wanted.end, (chunk + 1) * size)
                 while checks and checks[0][1].done() and end - position < SEND_SPAN:
                     chunk, job = checks.popleft()
                     job.result()
+                    self._recent.record((*identity, chunk))
                     end = min(wanted.end, (chunk + 1) * size)
                 check_ahead()
                 yield ByteRange(position, end)

@@ -63,6 +63,10 @@ def test_upstream_flag_is_enough() -> None:
         ('[upstream]\nurl = "http://x"\ncolour = "blue"\n', "upstream.colour"),
         ('[upstream]\nurl = "http://x"\n[cash]\n', "cash"),
         ("[cache]\n", "upstream.url"),
+        ('[upstream]\nurl = "http://x"\nread_timeout = "soon"\n', "upstream.read_timeout"),
+        ('[upstream]\nurl = "http://x"\nstall_timeout = 0\n', "upstream.stall_timeout"),
+        ('[upstream]\nurl = "http://x"\n[cache]\nreverify_after = -1\n', "cache.reverify_after"),
+        ('[upstream]\nurl = "http://x"\nfallbacks = ["ftp://y"]\n', "upstream.fallbacks"),
         ("not toml [", "config"),
     ],
 )

@@ -1,0 +1,33 @@
+"""Chunks re-hashed lately, so a burst of readers of one hot image hashes it once.
+
+A bit that flips on disk shows only when its page is read from disk again; a chunk whose pages
+stayed in the page cache since it was checked still is the chunk that was checked. So a chunk
+checked within the last `horizon` seconds (same file: device, inode, mtime) is not re-hashed,
+and a copy changed through the filesystem (a new mtime) is always checked again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+
+ChunkKey = tuple[int, int, int, int]  # st_dev, st_ino, st_mtime_ns, chunk number
+
+
+class RecentlyVerified:
+    def __init__(self, horizon: float, capacity: int = 200_000) -> None:
+        self._horizon = horizon
+        self._capacity = capacity
+        self._checked: OrderedDict[ChunkKey, float] = OrderedDict()
+
+    def fresh(self, key: ChunkKey) -> bool:
+        checked = self._checked.get(key)
+        return checked is not None and time.monotonic() - checked < self._horizon
+
+    def record(self, key: ChunkKey) -> None:
+        if self._horizon <= 0:
+            return
+        self._checked[key] = time.monotonic()
+        self._checked.move_to_end(key)
+        while len(self._checked) > self._capacity:
+            self._checked.popitem(last=False)
