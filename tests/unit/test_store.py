@@ -10,6 +10,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from edgecache.appkeys import CACHE
+from edgecache.store import cache as cache_module
 from tests.conftest import EdgecacheFactory, MiB, random_bytes
 from tests.fakeglance import FakeGlance, FakeImage
 
@@ -149,3 +150,31 @@ async def test_without_read_verification_hits_are_sent_whole(
     image = glance.add_image(random_bytes(3 * MiB), owner="p1")
     await fetch(edgecache, image, token)
     assert await fetch(edgecache, image, token) == ("cache", image.data)
+
+
+@pytest.mark.parametrize(("reverify_after", "hashed_per_read"), [(60.0, (4, 0)), (0.0, (4, 4))])
+async def test_a_burst_of_reads_hashes_a_hot_image_once(
+    glance: FakeGlance,
+    make_edgecache: EdgecacheFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    reverify_after: float,
+    hashed_per_read: tuple[int, int],
+) -> None:
+    edgecache = await make_edgecache(reverify_after=reverify_after)
+    token = glance.add_project("p1")
+    image = glance.add_image(random_bytes(MiB), owner="p1")  # 4 chunks of 256 KiB
+    await fetch(edgecache, image, token)
+    hashed: list[int] = []
+    real = cache_module.verify_chunk
+
+    def counting(fd: int, entry: object, chunk: int) -> None:
+        hashed.append(chunk)
+        real(fd, entry, chunk)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(cache_module, "verify_chunk", counting)
+    counts = []
+    for _ in range(2):
+        assert await fetch(edgecache, image, token) == ("cache", image.data)
+        counts.append(len(hashed))
+        hashed.clear()
+    assert tuple(counts) == hashed_per_read
