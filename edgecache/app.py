@@ -85,6 +85,7 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
                 index=cache.index,
                 evictor=cache.evictor,
                 metrics=app[METRICS],
+                forget_recent=lambda: _forget_recent(app),
             )
             upstream.uplink.on_reconnect(revalidator.run)
         app[RECALL] = Recall(
@@ -92,6 +93,7 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
             documents=cache.index.documents,
             authority=app[AUTHORITY],
             metrics=app[METRICS],
+            reuse_decisions_for=settings.reuse_decisions_for,
         )
         app[PREFETCHER] = Prefetcher(cache, settings.prefetch_parallel)
         app[PREFETCHER].start()
@@ -102,3 +104,8 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
             await app[CACHE].close()
     finally:
         await upstream.close()
+
+
+def _forget_recent(app: web.Application) -> None:
+    app[AUTHORITY].forget_recent()
+    app[RECALL].forget_recent()

@@ -19,10 +19,14 @@ from pathlib import Path
 
 from edgecache.headers import AUTH_TOKEN, identity
 from edgecache.keystone import Keystone
+from edgecache.lru import LruDict
 from edgecache.store.decisions import DecisionStore
 from edgecache.store.documents import SHARED_SCOPE, DocumentStore
 
 ANONYMOUS_SCOPE = "anonymous"
+RECENT_CAPACITY = 100_000
+# An unchanged answer is written again at most this often (it pushes the expiry forward).
+REWRITE_AFTER = 60.0
 # Glance's answers that are decisions about a caller and an image (not failures).
 DECISION_STATUSES = frozenset({200, 403, 404})
 _OPEN_VISIBILITIES = frozenset({"public", "community"})
@@ -76,6 +80,11 @@ class Authority:
         self._hasher = hasher
         self._ttl = ttl
         self._keystone = keystone
+        # What was written lately, so repeated identical answers cost no database write:
+        # token hash -> (written at, expires at); (token hash, image) -> (status, decided at,
+        # written at). Both monotonic clocks but `expires at`.
+        self._tokens_written: LruDict[str, tuple[float, float]] = LruDict(RECENT_CAPACITY)
+        self._decided: LruDict[tuple[str, str], tuple[int, float, float]] = LruDict(RECENT_CAPACITY)
 
     def caller(self, headers: Mapping[str, str]) -> Caller:
         forwarded = identity(headers)
@@ -87,13 +96,44 @@ class Authority:
         if caller.token_hash is None:
             return
         if status == 401:
+            self._tokens_written.pop(caller.token_hash, None)
             await self._decisions.forget_token(caller.token_hash)
             return
         if status >= 500:
             return
-        expires_at = await self._remember_token(caller, caller.token_hash)
-        if image_ids and status in DECISION_STATUSES:
-            await self._decisions.remember(caller.token_hash, image_ids, status, expires_at)
+        now = time.monotonic()
+        written = self._tokens_written.get(caller.token_hash)
+        if written is not None and now - written[0] < REWRITE_AFTER:
+            expires_at = written[1]
+        else:
+            expires_at = await self._remember_token(caller, caller.token_hash)
+            self._tokens_written[caller.token_hash] = (now, expires_at)
+        if not image_ids or status not in DECISION_STATUSES:
+            return
+        stale = []
+        for image_id in image_ids:
+            key = (caller.token_hash, image_id)
+            known = self._decided.get(key)
+            fresh_write = known is not None and now - known[2] < REWRITE_AFTER
+            if fresh_write and known is not None and known[0] == status:
+                self._decided[key] = (status, now, known[2])
+            else:
+                stale.append(image_id)
+                self._decided[key] = (status, now, now)
+        if stale:
+            await self._decisions.remember(caller.token_hash, stale, status, expires_at)
+
+    def forget_recent(self) -> None:
+        """Rows were deleted behind our back (revalidation): write the next answers again."""
+        self._tokens_written.clear()
+        self._decided.clear()
+
+    def just_decided(self, caller: Caller, image_id: str, within: float) -> int | None:
+        """Glance's answer to this caller about this image, if it gave it `within` seconds."""
+        if caller.token_hash is None:
+            return None
+        known = self._decided.get((caller.token_hash, image_id))
+        return known[0] if known is not None and time.monotonic() - known[1] < within else None
 
     async def _remember_token(self, caller: Caller, token_hash: str) -> float:
         """Record the token as valid; returns until when decisions made with it may be used."""

@@ -97,6 +97,7 @@ class Settings:
     failures_to_offline: int = 2
     probe_interval: float = 2.0
     decision_ttl: float = 12 * 3600.0
+    reuse_decisions_for: float = 0.0
     keystone_url: str | None = None
     keystone_username: str | None = None
     keystone_password: str | None = None
@@ -156,6 +157,7 @@ TOML_KEYS: dict[str, dict[str, str]] = {
         "admin_socket": "admin_socket_path",
     },
     "offline": {"decision_ttl": "decision_ttl"},
+    "auth": {"reuse_decisions_for": "reuse_decisions_for"},
     "keystone": {
         "auth_url": "keystone_url",
         "username": "keystone_username",
@@ -246,7 +248,7 @@ def _coerce(attr: str, key: str, value: Any) -> dict[str, Any]:
         "client_idle_timeout",
     ):
         return {attr: _seconds(key, value, allow_zero=False)}
-    if attr == "reverify_after":
+    if attr in ("reverify_after", "reuse_decisions_for"):
         return {attr: _seconds(key, value, allow_zero=True)}
     if attr == "log_format":
         if value not in LOG_FORMATS:

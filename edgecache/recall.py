@@ -8,12 +8,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import xxhash
 from multidict import CIMultiDict
 
-from edgecache.auth import Authority, Caller
+from edgecache.auth import RECENT_CAPACITY, REWRITE_AFTER, Authority, Caller
 from edgecache.glance_errors import UNAUTHORIZED, GlanceError
 from edgecache.headers import forwardable
 from edgecache.images import ImageRecord
+from edgecache.lru import LruDict
 from edgecache.metrics import Metrics
 from edgecache.store.db import best_effort
 from edgecache.store.documents import SHARED_SCOPE, Document, DocumentStore
@@ -33,6 +35,7 @@ class Answer:
     body: bytes
     headers: Mapping[str, str] = field(default_factory=dict)
     age: int | None = None  # seconds since Glance said it; None when fresh from Glance
+    uplink_down: bool = False  # remembered because Glance cannot be asked
     error: GlanceError | None = None  # edgecache's own refusal, rendered per the caller
 
     @property
@@ -86,12 +89,19 @@ class Recall:
         documents: DocumentStore,
         authority: Authority,
         metrics: Metrics,
+        reuse_decisions_for: float = 0.0,
     ) -> None:
         self._upstream = upstream
         self._documents = documents
         self._authority = authority
         self._metrics = metrics
+        self._reuse_for = reuse_decisions_for
         self._www_authenticate: str | None = None  # where Glance's 401s send callers
+        self._stored: LruDict[tuple[str, str], tuple[int, float]] = LruDict(RECENT_CAPACITY)
+
+    def forget_recent(self) -> None:
+        """Documents were deleted behind our back (revalidation): store the next ones again."""
+        self._stored.clear()
 
     def unauthorized(self) -> Answer:
         return unauthorized(self._www_authenticate)
@@ -111,6 +121,8 @@ class Recall:
         answers that depend on who asks); `image_id` names the image whose access decides
         whether a remembered answer may be given to this caller.
         """
+        if image_id is not None and (reused := await self._reuse(path_qs, caller, scope, image_id)):
+            return reused
         try:
             fresh = await self._upstream.fetch(path_qs, caller.headers)
         except TRANSIENT_ERRORS:
@@ -125,6 +137,22 @@ class Recall:
             await self._learn(path_qs, caller, scope, image_id, fresh)
         self._metrics.metadata_requests.labels("upstream").inc()
         return Answer(fresh.status, fresh.body, forwardable(fresh.headers))
+
+    async def _reuse(
+        self, path_qs: str, caller: Caller, scope: str, image_id: str
+    ) -> Answer | None:
+        """The remembered answer, if Glance allowed this caller this image very lately."""
+        if (
+            not self._reuse_for
+            or self._authority.just_decided(caller, image_id, self._reuse_for) != 200
+        ):
+            return None
+        document = await self._documents.get(scope, path_qs)
+        if document is None:
+            return None
+        self._metrics.metadata_requests.labels("cache").inc()
+        headers = {"Content-Type": document.content_type}
+        return Answer(document.status, document.body, headers, age=document.age)
 
     def _counted(self, answer: Answer) -> Answer:
         self._metrics.metadata_requests.labels("cache" if answer.recalled else "refused").inc()
@@ -142,10 +170,28 @@ class Recall:
         if fresh.status not in REMEMBERED_STATUSES:
             return
         content_type = fresh.headers.get("Content-Type", "application/json")
-        document = Document(fresh.status, content_type, fresh.body, time.time())
-        await self._documents.put(scope, path_qs, document, image_id)
+        await self._store(scope, path_qs, fresh.status, content_type, fresh.body, image_id)
         if path_qs.split("?")[0] == "/v2/images":
             await self._learn_list(caller, content_type, fresh.body)
+
+    async def _store(
+        self,
+        scope: str,
+        path: str,
+        status: int,
+        content_type: str,
+        body: bytes,
+        image_id: str | None,
+    ) -> None:
+        """Remember a document; the same one again is only rewritten (for its Age) now and
+        then, so repeated requests cost no database write."""
+        digest, now = xxhash.xxh3_64_intdigest(body), time.monotonic()
+        stored = self._stored.get((scope, path))
+        if stored is not None and stored[0] == digest and now - stored[1] < REWRITE_AFTER:
+            return
+        document = Document(status, content_type, body, time.time())
+        await self._documents.put(scope, path, document, image_id)
+        self._stored[(scope, path)] = (digest, now)
 
     async def _learn_list(self, caller: Caller, content_type: str, body: bytes) -> None:
         """A list shows which images the caller may see, and carries their records."""
@@ -158,9 +204,9 @@ class Recall:
         for record in records:
             if "id" in record:
                 image_id = str(record["id"])
-                document = Document(200, content_type, json.dumps(record).encode(), time.time())
-                await self._documents.put(
-                    SHARED_SCOPE, f"/v2/images/{image_id}", document, image_id
+                body = json.dumps(record).encode()
+                await self._store(
+                    SHARED_SCOPE, f"/v2/images/{image_id}", 200, content_type, body, image_id
                 )
 
     async def _recall(
@@ -183,4 +229,4 @@ class Recall:
         if document is None:
             return uplink_down("this answer")
         headers = CIMultiDict({"Content-Type": document.content_type})
-        return Answer(document.status, document.body, headers, age=document.age)
+        return Answer(document.status, document.body, headers, age=document.age, uplink_down=True)

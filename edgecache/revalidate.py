@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from edgecache.keystone import Keystone
@@ -41,12 +42,14 @@ class Revalidator:
         index: Index,
         evictor: Evictor,
         metrics: Metrics,
+        forget_recent: Callable[[], None],
     ) -> None:
         self._upstream = upstream
         self._keystone = keystone
         self._index = index
         self._evictor = evictor
         self._metrics = metrics
+        self._forget_recent = forget_recent
 
     async def run(self) -> None:
         await self._index.decisions.purge_expired()
@@ -58,6 +61,8 @@ class Revalidator:
         except TRANSIENT_ERRORS as exc:
             log.warning("revalidation interrupted by the uplink: %r", exc)
             return
+        finally:
+            self._forget_recent()
         log.info("revalidated %d remembered image records", len(image_ids))
 
     async def _revalidate(self, image_id: str, headers: dict[str, str]) -> None:

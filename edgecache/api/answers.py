@@ -24,8 +24,9 @@ def to_response(request: web.Request, answer: Answer, body: bytes | None = None)
     response.headers.extend(answer.headers)
     if answer.recalled:
         response.headers["X-Edgecache-Source"] = "cache"
-        response.headers["X-Edgecache-Uplink"] = "down"
         response.headers["Age"] = str(answer.age)
+    if answer.uplink_down:
+        response.headers["X-Edgecache-Uplink"] = "down"
     return response
 
 

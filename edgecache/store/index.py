@@ -31,6 +31,7 @@ CREATE TABLE IF NOT EXISTS blobs (
 );
 CREATE INDEX IF NOT EXISTS blobs_lru ON blobs (pinned, last_access);
 """
+HIT_FLUSH_SECONDS = 5.0
 _COLUMNS = (
     "image_id, size, checksum, hash_algo, hash_value, chunk_size, chunk_digests,"
     " created_at, last_access, hits, pinned"
@@ -67,12 +68,17 @@ class Index:
         self._db = db
         self.documents = documents.DocumentStore(db)
         self.decisions = decisions.DecisionStore(db)
+        # Hits are counted in memory and written together now and then: a hit costs no
+        # database write of its own. Listings and eviction write them out first.
+        self._hits: dict[str, tuple[int, float]] = {}  # image -> (new hits, last access)
+        self._hits_since = time.monotonic()
 
     @classmethod
     async def open(cls, path: Path) -> Index:
         return cls(await Database.open(path, (_SCHEMA, documents.SCHEMA, decisions.SCHEMA)))
 
     async def close(self) -> None:
+        await self.flush_hits()
         await self._db.close()
 
     async def get(self, image_id: str) -> BlobEntry | None:
@@ -82,6 +88,7 @@ class Index:
         return _entry(row) if row else None
 
     async def all(self) -> list[BlobEntry]:
+        await self.flush_hits()
         rows = await self._db.fetch_all(f"SELECT {_COLUMNS} FROM blobs ORDER BY last_access")
         return [_entry(row) for row in rows]
 
@@ -106,11 +113,22 @@ class Index:
     async def remove(self, image_id: str) -> None:
         await self._db.write("DELETE FROM blobs WHERE image_id = ?", (image_id,))
 
-    async def record_hit(self, image_id: str, when: float | None = None) -> None:
-        await self._db.write(
-            "UPDATE blobs SET hits = hits + 1, last_access = ? WHERE image_id = ?",
-            (time.time() if when is None else when, image_id),
-        )
+    async def record_hit(self, image_id: str) -> None:
+        if not self._hits:
+            self._hits_since = time.monotonic()
+        count, _ = self._hits.get(image_id, (0, 0.0))
+        self._hits[image_id] = (count + 1, time.time())
+        if time.monotonic() - self._hits_since >= HIT_FLUSH_SECONDS:
+            await self.flush_hits()
+
+    async def flush_hits(self) -> None:
+        pending, self._hits = self._hits, {}
+        if pending:
+            await self._db.write_many(
+                "UPDATE blobs SET hits = hits + ?, last_access = MAX(last_access, ?)"
+                " WHERE image_id = ?",
+                [(count, when, image_id) for image_id, (count, when) in pending.items()],
+            )
 
     async def set_pinned(self, image_id: str, pinned: bool) -> bool:
         """Protect a copy from eviction (or stop protecting it); False if it is not stored."""
@@ -132,6 +150,7 @@ class Index:
 
     async def eviction_order(self) -> list[tuple[str, int]]:
         """Unpinned blobs, least recently used first."""
+        await self.flush_hits()
         rows = await self._db.fetch_all(
             "SELECT image_id, size FROM blobs WHERE pinned = 0 ORDER BY last_access, image_id"
         )

@@ -9,7 +9,8 @@ and a copy changed through the filesystem (a new mtime) is always checked again.
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
+
+from edgecache.lru import LruDict
 
 ChunkKey = tuple[int, int, int, int]  # st_dev, st_ino, st_mtime_ns, chunk number
 
@@ -17,17 +18,12 @@ ChunkKey = tuple[int, int, int, int]  # st_dev, st_ino, st_mtime_ns, chunk numbe
 class RecentlyVerified:
     def __init__(self, horizon: float, capacity: int = 200_000) -> None:
         self._horizon = horizon
-        self._capacity = capacity
-        self._checked: OrderedDict[ChunkKey, float] = OrderedDict()
+        self._checked: LruDict[ChunkKey, float] = LruDict(capacity)
 
     def fresh(self, key: ChunkKey) -> bool:
         checked = self._checked.get(key)
         return checked is not None and time.monotonic() - checked < self._horizon
 
     def record(self, key: ChunkKey) -> None:
-        if self._horizon <= 0:
-            return
-        self._checked[key] = time.monotonic()
-        self._checked.move_to_end(key)
-        while len(self._checked) > self._capacity:
-            self._checked.popitem(last=False)
+        if self._horizon > 0:
+            self._checked[key] = time.monotonic()

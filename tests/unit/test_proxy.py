@@ -115,3 +115,20 @@ async def test_cached_bytes_go_only_to_callers_glance_allows(
             assert resp.status == 401
             assert image.data[:64] not in await resp.read()
     assert glance.data_requests[image.id] == 1
+
+
+@pytest.mark.parametrize(("reuse", "upstream_gets"), [(0.0, 3), (30.0, 1)])
+async def test_a_fresh_decision_may_be_reused_as_configured(
+    glance: FakeGlance, make_edgecache, reuse: float, upstream_gets: int
+) -> None:  # type: ignore[no-untyped-def]
+    edgecache = await make_edgecache(reuse_decisions_for=reuse)
+    token, other = glance.add_project("p1"), glance.add_project("p2")
+    image = glance.add_image(b"x" * 100, owner="p1")
+    for _ in range(3):
+        async with edgecache.get(f"/v2/images/{image.id}", headers={"X-Auth-Token": token}) as r:
+            assert r.status == 200
+            assert (await r.json())["id"] == image.id
+            assert "X-Edgecache-Uplink" not in r.headers
+    assert glance.metadata_requests[image.id] == upstream_gets
+    async with edgecache.get(f"/v2/images/{image.id}", headers={"X-Auth-Token": other}) as r:
+        assert r.status == 404  # another caller is never given the reused answer
