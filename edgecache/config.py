@@ -89,6 +89,7 @@ class Settings:
     max_size: int = 20 * 2**30
     chunk_size: int = 4 * 2**20
     verify_reads: bool = True
+    verify_md5: bool = True
     reverify_after: float = 60.0
     prefetch_parallel: int = 2
     stall_timeout: float = 60.0
@@ -171,6 +172,7 @@ TOML_KEYS: dict[str, dict[str, str]] = {
         "max_size": "max_size",
         "chunk_size": "chunk_size",
         "verify_reads": "verify_reads",
+        "verify_md5": "verify_md5",
         "reverify_after": "reverify_after",
         "prefetch_parallel": "prefetch_parallel",
     },
@@ -230,7 +232,7 @@ def _coerce(attr: str, key: str, value: Any) -> dict[str, Any]:
         if attr == "chunk_size" and not 64 * 2**10 <= size <= 256 * 2**20:
             raise ConfigError(key, "must be between 64KiB and 256MiB")
         return {attr: size}
-    if attr == "verify_reads":
+    if attr in ("verify_reads", "verify_md5"):
         if not isinstance(value, bool):
             raise ConfigError(key, f"expected true or false, got {value!r}")
         return {attr: value}

@@ -73,6 +73,7 @@ class ImageCache:
             executor=executor,
             chunk_size=settings.chunk_size,
             stall_timeout=settings.stall_timeout,
+            verify_md5=settings.verify_md5,
         )
         return cls(
             settings=settings,

@@ -63,7 +63,9 @@ RESUMABLE_ERRORS: tuple[type[BaseException], ...] = (
 class Fill:
     """The state of one image being fetched; shared by the writer task and all readers."""
 
-    def __init__(self, image: ImageRecord, size: int, fd: int, chunk_size: int) -> None:
+    def __init__(
+        self, image: ImageRecord, size: int, fd: int, chunk_size: int, with_md5: bool = True
+    ) -> None:
         self.image = image
         self.size = size
         self.written = 0
@@ -72,7 +74,7 @@ class Fill:
         self.last_progress = time.monotonic()
         self._fd = fd
         self._chunks = ChunkHasher(chunk_size)
-        self._digest = ImageDigest(image)
+        self._digest = ImageDigest(image, with_md5)
         self._progress = asyncio.Event()
 
     def open_reader(self) -> IO[bytes]:
@@ -158,6 +160,7 @@ class FillManager:
         executor: Executor,
         chunk_size: int,
         stall_timeout: float,
+        verify_md5: bool = True,
     ) -> None:
         self._store = store
         self._index = index
@@ -167,6 +170,7 @@ class FillManager:
         self._executor = executor
         self._chunk_size = chunk_size
         self._stall_timeout = stall_timeout
+        self._verify_md5 = verify_md5
         self._fills: dict[str, Fill] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -188,7 +192,7 @@ class FillManager:
             return fill
         path = self._store.partial_path(image.id)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o640)
-        fill = Fill(image, image.size, fd, self._chunk_size)
+        fill = Fill(image, image.size, fd, self._chunk_size, self._verify_md5)
         self._fills[image.id] = fill
         task = asyncio.create_task(self._run(fill, dict(identity)), name=f"fill-{image.id}")
         self._tasks.add(task)

@@ -295,3 +295,33 @@ async def test_unverifiable_image_is_not_cached(
     for _ in range(2):
         assert await download(edgecache, image, token) == image.data
     assert glance.data_requests[image.id] == 2
+
+
+@pytest.mark.parametrize(
+    ("verify_md5", "admitted"), [(True, False), (False, True)], ids=["md5-on", "md5-off"]
+)
+async def test_md5_may_be_left_to_the_stronger_os_hash_value(
+    glance: FakeGlance, make_edgecache: EdgecacheFactory, verify_md5: bool, admitted: bool
+) -> None:
+    """With a correct sha512 and a wrong md5 (which no real image has), only verify_md5 tells."""
+    edgecache = await make_edgecache(verify_md5=verify_md5)
+    token = glance.add_project("p1")
+    image = glance.add_image(random_bytes(MiB), owner="p1", checksum="0" * 32)
+    async with edgecache.get(file_url(image), headers={"X-Auth-Token": token}) as resp:
+        if admitted:
+            assert await resp.read() == image.data
+        else:
+            with pytest.raises(aiohttp.ClientPayloadError):
+                await resp.read()
+    assert (await edgecache.server.app[CACHE].index.get(image.id) is not None) is admitted
+
+
+async def test_md5_alone_is_always_checked(
+    glance: FakeGlance, make_edgecache: EdgecacheFactory
+) -> None:
+    edgecache = await make_edgecache(verify_md5=False)
+    token = glance.add_project("p1")
+    image = glance.add_image(random_bytes(MiB), owner="p1", checksum="0" * 32, hash_value="")
+    async with edgecache.get(file_url(image), headers={"X-Auth-Token": token}) as resp:
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await resp.read()
