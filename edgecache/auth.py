@@ -24,6 +24,7 @@ from edgecache.store.decisions import DecisionStore
 from edgecache.store.documents import SHARED_SCOPE, DocumentStore
 
 ANONYMOUS_SCOPE = "anonymous"
+SECRET_BYTES = 32
 RECENT_CAPACITY = 100_000
 # An unchanged answer is written again at most this often (it pushes the expiry forward).
 REWRITE_AFTER = 60.0
@@ -38,18 +39,30 @@ class TokenHasher:
 
     @classmethod
     def from_file(cls, path: Path) -> TokenHasher:
-        """Load the installation's secret, creating it (mode 0600) on first start."""
+        """Load the installation's secret, creating it (mode 0600) on first start.
+
+        Written to a temporary file and renamed into place, so a crash never leaves an empty
+        or partial key behind; one that is too short anyway is replaced.
+        """
         try:
-            return cls(path.read_bytes())
+            secret = path.read_bytes()
         except FileNotFoundError:
-            secret = secrets.token_bytes(32)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(secret)
+            secret = b""
+        if len(secret) >= SECRET_BYTES:
             return cls(secret)
+        secret = secrets.token_bytes(SECRET_BYTES)
+        partial = path.with_name(path.name + ".tmp")
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(secret)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(partial, path)
+        return cls(secret)
 
     def hash(self, token: str) -> str:
-        return hmac.new(self._secret, token.encode(), sha256).hexdigest()
+        # aiohttp hands bytes that are not UTF-8 over as surrogate escapes: hash them as sent.
+        return hmac.new(self._secret, token.encode("utf-8", "surrogateescape"), sha256).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -171,12 +184,13 @@ class Authority:
         if remembered is not None:
             return remembered
         record = await self._documents.get(SHARED_SCOPE, f"/v2/images/{image_id}")
-        if record is not None and _is_open(record.body):
+        if record is not None and open_to_all(record.body):
             return 200
         return 404
 
 
-def _is_open(record_body: bytes) -> bool:
+def open_to_all(record_body: bytes) -> bool:
+    """Whether a remembered image record says any valid token may see the image."""
     try:
         record = json.loads(record_body)
     except ValueError:

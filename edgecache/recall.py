@@ -11,7 +11,7 @@ from typing import Any
 import xxhash
 from multidict import CIMultiDict
 
-from edgecache.auth import RECENT_CAPACITY, REWRITE_AFTER, Authority, Caller
+from edgecache.auth import RECENT_CAPACITY, REWRITE_AFTER, Authority, Caller, open_to_all
 from edgecache.glance_errors import UNAUTHORIZED, GlanceError
 from edgecache.headers import forwardable
 from edgecache.images import ImageRecord
@@ -167,6 +167,8 @@ class Recall:
         fresh: UpstreamAnswer,
     ) -> None:
         await self._authority.observe(caller, fresh.status, [image_id] if image_id else [])
+        if image_id is not None and fresh.status in (403, 404):
+            await self._forget_if_no_longer_open(image_id)
         if fresh.status not in REMEMBERED_STATUSES:
             return
         content_type = fresh.headers.get("Content-Type", "application/json")
@@ -192,6 +194,15 @@ class Recall:
         document = Document(status, content_type, body, time.time())
         await self._documents.put(scope, path, document, image_id)
         self._stored[(scope, path)] = (digest, now)
+
+    async def _forget_if_no_longer_open(self, image_id: str) -> None:
+        """Glance refused an image whose remembered record says anyone may see it: that
+        record is stale, and must not open the image to others while the uplink is down."""
+        path = f"/v2/images/{image_id}"
+        record = await self._documents.get(SHARED_SCOPE, path)
+        if record is not None and open_to_all(record.body):
+            await self._documents.forget_image(image_id)
+            self._stored.pop((SHARED_SCOPE, path), None)
 
     async def _learn_list(self, caller: Caller, content_type: str, body: bytes) -> None:
         """A list shows which images the caller may see, and carries their records."""

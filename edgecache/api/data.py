@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,13 +14,16 @@ from edgecache.api.proxy import BYTES_SENT, passthrough
 from edgecache.api.transfer import abort, data_response, send_file
 from edgecache.appkeys import AUTHORITY, CACHE, METRICS, UPSTREAM
 from edgecache.auth import Caller
+from edgecache.headers import forwardable
 from edgecache.images import ImageRecord, is_image_id
 from edgecache.ranges import ByteRange, MultipleRanges, RangeNotSatisfiable, parse_range
 from edgecache.recall import refusal, uplink_down
 from edgecache.store.blobs import BlobCorrupt
 from edgecache.store.db import best_effort
+from edgecache.store.digests import ImageDigest
 from edgecache.store.fill import Fill, FillFailed
 from edgecache.store.index import BlobEntry
+from edgecache.upstream import TRANSIENT_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +85,16 @@ async def _serve(
             metrics.data_requests.labels("unavailable").inc()
             return to_response(request, uplink_down(f"the data of image {image.id}"))
         fill = await cache.fill(image, caller.headers)
+    if fill is None and byte_range is None:
+        # Not cacheable now (too big for max_size, no room): Glance's bytes, checked anyway.
+        metrics.data_requests.labels("passthrough").inc()
+        with metrics.transfers_in_progress.labels("upstream").track_inprogress():
+            response = await _relay_verified(request, image, caller)
+        metrics.bytes_served.labels("upstream").inc(response.get(BYTES_SENT, 0))
+        return response
     if fill is None or byte_range is not None:
-        # Not cacheable now (too big for max_size), or a part of an image not yet cached:
-        # Glance answers directly while any fill goes on in the background.
+        # A part of an image not yet cached: Glance answers directly while any fill goes on
+        # in the background.
         metrics.data_requests.labels("passthrough").inc()
         with metrics.transfers_in_progress.labels("upstream").track_inprogress():
             response = await passthrough(request)
@@ -91,6 +102,51 @@ async def _serve(
         return response
     metrics.data_requests.labels("miss").inc()
     return await _serve_fill(request, image, fill)
+
+
+async def _relay_verified(
+    request: web.Request, image: ImageRecord, caller: Caller
+) -> web.StreamResponse:
+    """Relay a whole image from Glance that will not be kept, with the same promise as a
+    fill: the last piece goes out only once size and checksums match, else the transfer
+    is aborted."""
+    digest = ImageDigest(image, request.app[CACHE].settings.verify_md5)
+    loop = asyncio.get_running_loop()
+    response = data_response(image, None, "upstream")
+    try:
+        async with request.app[UPSTREAM].image_data(image.id, caller.headers) as upstream:
+            if upstream.status != 200:
+                body = await upstream.read()
+                return web.Response(
+                    status=upstream.status, body=body, headers=forwardable(upstream.headers)
+                )
+            await response.prepare(request)
+            response[BYTES_SENT] = 0
+            received, held = 0, b""
+            async for piece in upstream.content.iter_any():
+                await asyncio.gather(
+                    *(loop.run_in_executor(None, update, piece) for update in digest.updaters())
+                )
+                received += len(piece)
+                if held:
+                    await response.write(held)
+                    response[BYTES_SENT] += len(held)
+                held = piece
+    except TRANSIENT_ERRORS:
+        if not response.prepared:
+            return to_response(request, uplink_down(f"the data of image {image.id}"))
+        abort(request)
+        return response
+    problem = digest.mismatch() if received == image.size else f"received {received} bytes"
+    if problem is not None:
+        log.warning("relayed image %s failed verification: %s; aborting", image.id, problem)
+        request.app[METRICS].verification_failures.inc()
+        abort(request)
+        return response
+    await response.write(held)
+    response[BYTES_SENT] += len(held)
+    await response.write_eof()
+    return response
 
 
 async def _serve_blob(

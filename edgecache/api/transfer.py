@@ -43,7 +43,9 @@ async def send_file(
         raise ConnectionResetError("client went away")
     loop = asyncio.get_running_loop()
     try:
-        await loop.sendfile(transport, file, offset, count)
+        sent = await loop.sendfile(transport, file, offset, count)
+        if sent != count:  # the file is shorter than its record says
+            raise ConnectionAbortedError(f"sent {sent} of {count} bytes: the copy is short")
     except NotImplementedError:  # event loops without sendfile (uvloop)
         end = offset + count
         while offset < end:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import mmap
+import os
 from collections.abc import Callable
 
 import xxhash
@@ -11,23 +11,32 @@ import xxhash
 from edgecache.images import SUPPORTED_HASH_ALGOS, ImageRecord
 
 CHUNK_DIGEST_SIZE = 16  # xxh3_128
+READ_SLICE = 1 << 20  # re-hashing reads this much at a time
 
 
 def chunk_digest(data: bytes | memoryview) -> bytes:
     return xxhash.xxh3_128_digest(data)
 
 
-def file_chunk_digest(fd: int, start: int, length: int) -> bytes:
-    """xxh3 of `length` bytes of an open file at `start` (a multiple of the page size).
+def file_chunk_digest(fd: int, start: int, length: int) -> bytes | None:
+    """xxh3 of `length` bytes of an open file at `start`; None if they cannot all be read.
 
-    The bytes are hashed where they lie in the page cache (mmap), not copied out first.
-    Stored copies are only ever replaced by rename or unlink, never truncated, so the mapping
-    cannot lose its pages under us.
+    Read into a buffer rather than mapped: a copy that shrank, or a disk that fails, must be
+    an error to report, not a SIGBUS that kills the daemon.
     """
-    if length == 0:
-        return chunk_digest(b"")
-    with mmap.mmap(fd, length, offset=start, access=mmap.ACCESS_READ) as pages:
-        return xxhash.xxh3_128_digest(pages)
+    hasher = xxhash.xxh3_128()
+    buffer = memoryview(bytearray(min(length, READ_SLICE) or 1))
+    done = 0
+    try:
+        while done < length:
+            got = os.preadv(fd, [buffer[: min(len(buffer), length - done)]], start + done)
+            if got <= 0:
+                return None
+            hasher.update(buffer[:got])
+            done += got
+    except OSError:
+        return None
+    return hasher.digest()
 
 
 class ChunkHasher:

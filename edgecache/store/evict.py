@@ -46,7 +46,7 @@ class Evictor:
             free = shutil.disk_usage(self._store.root).free
             over_disk = reserved + size + DISK_HEADROOM - free
             wanted = max(over_capacity, over_disk)
-            if wanted > 0 and (await self._evict(wanted))[1] < wanted:
+            if wanted > 0 and (await self._evict(wanted, all_or_nothing=True))[1] < wanted:
                 log.warning("no room for image %s (%d bytes): passing it through", image_id, size)
                 return False
             self._reserved[image_id] = size
@@ -72,14 +72,23 @@ class Evictor:
             await self._drop(image_id)
             return True
 
-    async def _evict(self, wanted: int) -> tuple[int, int]:
-        """Drop unread copies, least recently used first, until `wanted` bytes are freed."""
+    async def _evict(self, wanted: int, all_or_nothing: bool = False) -> tuple[int, int]:
+        """Drop unread copies, least recently used first, until `wanted` bytes are freed.
+
+        With `all_or_nothing`, nothing is dropped unless that frees enough: emptying the cache
+        for an image that still would not fit (a disk full of other data) helps nobody.
+        """
+        candidates = [
+            (image_id, size)
+            for image_id, size in await self._index.eviction_order()
+            if not self._store.in_use(image_id)
+        ]
+        if all_or_nothing and sum(size for _, size in candidates) < wanted:
+            return 0, 0
         files = freed = 0
-        for image_id, size in await self._index.eviction_order():
+        for image_id, size in candidates:
             if freed >= wanted:
                 break
-            if self._store.in_use(image_id):
-                continue
             await self._drop(image_id)
             self._metrics.evictions.inc()
             self._metrics.evicted_bytes.inc(size)

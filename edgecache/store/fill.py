@@ -110,7 +110,10 @@ class Fill:
         self.advance(len(piece))
 
     def _write_and_chunk(self, piece: bytes, offset: int) -> None:
-        os.pwrite(self._fd, piece, offset)
+        view = memoryview(piece)
+        while view:  # pwrite may write less than asked (a full disk, a signal)
+            written = os.pwrite(self._fd, view, offset)
+            view, offset = view[written:], offset + written
         self._chunks.update(piece)
 
     def advance(self, count: int) -> None:
@@ -191,7 +194,13 @@ class FillManager:
             self._evictor.release(image.id)
             return fill
         path = self._store.partial_path(image.id)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o640)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o640)
+        except OSError as exc:  # out of descriptors, a read-only disk: pass it through
+            log.warning("cannot start a fill of %s: %s", image.id, exc)
+            self._evictor.release(image.id)
+            path.unlink(missing_ok=True)
+            return None
         fill = Fill(image, image.size, fd, self._chunk_size, self._verify_md5)
         self._fills[image.id] = fill
         task = asyncio.create_task(self._run(fill, dict(identity)), name=f"fill-{image.id}")
@@ -243,6 +252,8 @@ class FillManager:
             fill.fail(exc)
             self._metrics.fills.labels("failed").inc()
             self._store.partial_path(image_id).unlink(missing_ok=True)
+            if not fill.verified:  # renamed into place, but the index never took it
+                self._store.delete(image_id)
             if isinstance(exc, asyncio.CancelledError):
                 raise
             log.warning("fill of image %s abandoned: %s", image_id, exc)
