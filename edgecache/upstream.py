@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     aiohttp.ClientConnectionError,
     aiohttp.ClientPayloadError,
+    aiohttp.ClientResponseError,  # an answer that cannot be parsed: a broken link or proxy
     TimeoutError,
     UplinkDown,
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import sqlite3
 from collections import namedtuple
@@ -76,3 +77,23 @@ async def test_an_upstream_record_that_is_not_one_is_a_502(
             assert (await resp.json())["code"] == "502 Bad Gateway"
     finally:
         await server.close()
+
+
+async def test_an_upstream_that_answers_garbage_is_not_a_500(
+    make_edgecache: EdgecacheFactory,
+) -> None:
+    async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"8gL-\xf8#\x8b not HTTP at all\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(garbage, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        edgecache = await make_edgecache(upstream=f"http://127.0.0.1:{port}")
+        for method, path in (("GET", "/v2/images"), ("HEAD", "/v2/tasks"), ("POST", "/v2/images")):
+            async with edgecache.request(method, path, headers={"X-Auth-Token": "t"}) as resp:
+                assert resp.status in (401, 502, 503), (method, path, resp.status)
+    finally:
+        server.close()
