@@ -105,6 +105,21 @@ class Trials:
                 problems.append(f"client {number} ended {outcome.kind} ({outcome.error})")
             self.figures.add("corrupt_bytes_served", wrong_bytes(outcome, image.data))
 
+    async def examine(
+        self,
+        proxy: FaultProxy,
+        edge: Edge,
+        cache_dir: Path,
+        trial_seed: int,
+        image: FakeImage,
+        outcomes: list[Outcome],
+    ) -> list[str]:
+        """After a trial's downloads: stop its faults, check the store, judge the clients."""
+        proxy.script.clear(image.id)
+        problems = await check_store(edge, cache_dir, image)
+        self.judge(trial_seed, image, outcomes, problems)
+        return problems
+
     def report(self, extra: str = "") -> None:
         seeds = f"{self.seeds[0]}..{self.seeds[-1]}" if self.seeds else "-"
         self.figures.note(
@@ -168,9 +183,7 @@ async def test_connection_resets_at_random_offsets(
         assert await uplink.wait_online(10)
         clients = rng.randint(1, 3)
         outcomes = await fetch_all(edge, image, token, clients)
-        proxy.script.clear(image.id)
-        problems = await check_store(edge, cache_dir, image)
-        trials.judge(trial_seed, image, outcomes, problems)
+        problems = await trials.examine(proxy, edge, cache_dir, trial_seed, image, outcomes)
         exact = sum(o.kind == "exact" for o in outcomes)
         if hopeless:
             if exact or await cached_exactly(edge, image) is not None:
@@ -305,9 +318,7 @@ async def test_5xx_bursts(
             proxy.script.repeat(image.id, always(Fault(status=503)))
         assert await uplink.wait_online(10)
         outcomes = await fetch_all(edge, image, token, rng.randint(1, 2))
-        proxy.script.clear(image.id)
-        problems = await check_store(edge, cache_dir, image)
-        trials.judge(trial_seed, image, outcomes, problems)
+        problems = await trials.examine(proxy, edge, cache_dir, trial_seed, image, outcomes)
         if hopeless and any(o.kind == "exact" for o in outcomes):
             problems.append("an endless burst still delivered the image")
         if not hopeless and not any(o.kind == "exact" for o in outcomes):
@@ -364,9 +375,7 @@ async def test_truncated_bodies(
             proxy.script.repeat(image.id, always(cut(0)))
         assert await uplink.wait_online(10)
         outcomes = await fetch_all(edge, image, token, rng.randint(1, 3))
-        proxy.script.clear(image.id)
-        problems = await check_store(edge, cache_dir, image)
-        trials.judge(trial_seed, image, outcomes, problems)
+        problems = await trials.examine(proxy, edge, cache_dir, trial_seed, image, outcomes)
         expect_all(outcomes, "transfer_error" if hopeless else "exact", problems)
         trials.finish_trial(trial_seed, problems)
     resumed = await resumes(edge) - resumes_before
@@ -408,9 +417,7 @@ async def test_bit_flips_in_the_stream_are_never_admitted(
         proxy.script.queue(image.id, *faults)
         assert await uplink.wait_online(10)
         outcomes = await fetch_all(edge, image, token, rng.randint(1, 3))
-        proxy.script.clear(image.id)
-        problems = await check_store(edge, cache_dir, image)
-        trials.judge(trial_seed, image, outcomes, problems)
+        problems = await trials.examine(proxy, edge, cache_dir, trial_seed, image, outcomes)
         # Whoever read the corrupted fill fails; a client that arrives after it was discarded
         # may start a clean fill and get the image. The committed copy (checked above) is exact.
         if not any(o.kind == "transfer_error" for o in outcomes):
