@@ -14,10 +14,6 @@ CHUNK_DIGEST_SIZE = 16  # xxh3_128
 READ_SLICE = 1 << 20  # re-hashing reads this much at a time
 
 
-def chunk_digest(data: bytes | memoryview) -> bytes:
-    return xxhash.xxh3_128_digest(data)
-
-
 def file_chunk_digest(fd: int, start: int, length: int) -> bytes | None:
     """xxh3 of `length` bytes of an open file at `start`; None if they cannot all be read.
 
