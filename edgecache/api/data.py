@@ -85,19 +85,16 @@ async def _serve(
             metrics.data_requests.labels("unavailable").inc()
             return to_response(request, uplink_down(f"the data of image {image.id}"))
         fill = await cache.fill(image, caller.headers)
-    if fill is None and byte_range is None:
-        # Not cacheable now (too big for max_size, no room): Glance's bytes, checked anyway.
-        metrics.data_requests.labels("passthrough").inc()
-        with metrics.transfers_in_progress.labels("upstream").track_inprogress():
-            response = await _relay_verified(request, image, caller)
-        metrics.bytes_served.labels("upstream").inc(response.get(BYTES_SENT, 0))
-        return response
     if fill is None or byte_range is not None:
-        # A part of an image not yet cached: Glance answers directly while any fill goes on
-        # in the background.
+        # A whole image that cannot be kept now (too big for max_size, no room) is relayed
+        # with the same check as a fill; a part of an image not yet cached is Glance's answer
+        # as it is, while any fill goes on in the background.
         metrics.data_requests.labels("passthrough").inc()
+        relay = (
+            _relay_verified(request, image, caller) if byte_range is None else passthrough(request)
+        )
         with metrics.transfers_in_progress.labels("upstream").track_inprogress():
-            response = await passthrough(request)
+            response = await relay
         metrics.bytes_served.labels("upstream").inc(response.get(BYTES_SENT, 0))
         return response
     metrics.data_requests.labels("miss").inc()
