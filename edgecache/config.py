@@ -89,7 +89,7 @@ class Settings:
     max_size: int = 20 * 2**30
     chunk_size: int = 4 * 2**20
     verify_reads: bool = True
-    verify_md5: bool = True
+    verify_md5: bool = False
     reverify_after: float = 60.0
     prefetch_parallel: int = 2
     stall_timeout: float = 60.0

@@ -74,7 +74,7 @@ class ImageDigest:
     the only checksum Glance published.
     """
 
-    def __init__(self, image: ImageRecord, with_md5: bool = True) -> None:
+    def __init__(self, image: ImageRecord, with_md5: bool) -> None:
         self._image = image
         usable = image.hash_value and image.hash_algo in SUPPORTED_HASH_ALGOS
         self._multihash = hashlib.new(image.hash_algo) if usable and image.hash_algo else None

@@ -11,9 +11,11 @@ discarded and every reader's transfer fails.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 from typing import IO
@@ -32,6 +34,7 @@ from edgecache.store.blobs import BlobStore
 from edgecache.store.digests import ChunkHasher, ImageDigest
 from edgecache.store.evict import Evictor
 from edgecache.store.index import BlobEntry, Index
+from edgecache.store.lanes import Lanes, LaneStopped
 from edgecache.upstream import TRANSIENT_ERRORS, Upstream
 
 log = logging.getLogger(__name__)
@@ -53,6 +56,11 @@ class UpstreamRefused(Exception):
     """The upstream answered the data request with something other than the bytes."""
 
 
+# The most received bytes handed to the worker threads at once (large enough that hand-overs
+# cost little against hashing), and how many such batches a fill may have in its lanes.
+BATCH_SIZE = 4 * 2**20
+LANE_DEPTH = 4
+
 RESUMABLE_ERRORS: tuple[type[BaseException], ...] = (
     *TRANSIENT_ERRORS,
     UpstreamShortRead,
@@ -64,7 +72,13 @@ class Fill:
     """The state of one image being fetched; shared by the writer task and all readers."""
 
     def __init__(
-        self, image: ImageRecord, size: int, fd: int, chunk_size: int, with_md5: bool = True
+        self,
+        image: ImageRecord,
+        size: int,
+        fd: int,
+        chunk_size: int,
+        executor: Executor,
+        with_md5: bool,
     ) -> None:
         self.image = image
         self.size = size
@@ -76,6 +90,8 @@ class Fill:
         self._chunks = ChunkHasher(chunk_size)
         self._digest = ImageDigest(image, with_md5)
         self._progress = asyncio.Event()
+        self._submitted = 0  # bytes handed to the lanes
+        self._lanes = Lanes(executor, 1 + len(self._digest.updaters()))
 
     def open_reader(self) -> IO[bytes]:
         """A private read handle on the partial file; it stays valid after commit or discard."""
@@ -99,22 +115,35 @@ class Fill:
     async def wait_verified(self) -> None:
         await self.readable_end(self.size)
 
-    async def absorb(self, piece: bytes, executor: Executor) -> None:
-        """Write and hash one piece off the event loop: the file and chunk digests on one
-        thread, each of Glance's digests on another. Pieces go in one at a time, in order."""
-        loop = asyncio.get_running_loop()
-        await asyncio.gather(
-            loop.run_in_executor(executor, self._write_and_chunk, piece, self.written),
-            *(loop.run_in_executor(executor, update, piece) for update in self._digest.updaters()),
-        )
-        self.advance(len(piece))
+    def absorb(self, batch: list[bytes]) -> asyncio.Future[list[None]]:
+        """Start writing and hashing a batch of pieces off the event loop: the file and chunk
+        digests in one lane, each of Glance's digests in another. Readers may send the batch
+        as soon as it is on disk; the future is done once every lane has processed it."""
+        size, offset = sum(len(piece) for piece in batch), self._submitted
+        self._submitted += size
+        write = self._lanes.submit(0, functools.partial(self._write_and_chunk, batch, offset))
+        write.add_done_callback(lambda step: self._written(step, size))
+        hashing = [
+            self._lanes.submit(lane, functools.partial(_update_with, update, batch))
+            for lane, update in enumerate(self._digest.updaters(), start=1)
+        ]
+        return asyncio.gather(write, *hashing)
 
-    def _write_and_chunk(self, piece: bytes, offset: int) -> None:
-        view = memoryview(piece)
-        while view:  # pwrite may write less than asked (a full disk, a signal)
-            written = os.pwrite(self._fd, view, offset)
-            view, offset = view[written:], offset + written
-        self._chunks.update(piece)
+    def busy(self) -> bool:
+        """Whether bytes handed over are still being written."""
+        return self._submitted > self.written
+
+    def _written(self, step: asyncio.Future[None], size: int) -> None:
+        if not step.cancelled() and step.exception() is None:
+            self.advance(size)
+
+    def _write_and_chunk(self, batch: list[bytes], offset: int) -> None:
+        for piece in batch:
+            view = memoryview(piece)
+            while view:  # pwrite may write less than asked (a full disk, a signal)
+                written = os.pwrite(self._fd, view, offset)
+                view, offset = view[written:], offset + written
+            self._chunks.update(piece)
 
     def advance(self, count: int) -> None:
         self.written += count
@@ -137,7 +166,11 @@ class Fill:
         self.error = error
         self._notify()
 
-    def close(self) -> None:
+    async def close(self) -> None:
+        """Close the partial file once no worker thread can still be writing to it. Cancelled
+        meanwhile, the descriptor is left open rather than risk a late write landing in a
+        file that reuses its number."""
+        await self._lanes.settle()
         os.close(self._fd)
 
     @property
@@ -163,7 +196,7 @@ class FillManager:
         executor: Executor,
         chunk_size: int,
         stall_timeout: float,
-        verify_md5: bool = True,
+        verify_md5: bool,
     ) -> None:
         self._store = store
         self._index = index
@@ -201,7 +234,7 @@ class FillManager:
             self._evictor.release(image.id)
             path.unlink(missing_ok=True)
             return None
-        fill = Fill(image, image.size, fd, self._chunk_size, self._verify_md5)
+        fill = Fill(image, image.size, fd, self._chunk_size, self._executor, self._verify_md5)
         self._fills[image.id] = fill
         task = asyncio.create_task(self._run(fill, dict(identity)), name=f"fill-{image.id}")
         self._tasks.add(task)
@@ -260,7 +293,7 @@ class FillManager:
         finally:
             del self._fills[image_id]
             self._evictor.release(image_id)
-            fill.close()
+            await fill.close()
             self._metrics.fills_in_progress.dec()
 
     async def _download(self, fill: Fill, identity: dict[str, str]) -> None:
@@ -301,18 +334,21 @@ class FillManager:
         uplink = self._upstream.uplink
         if not uplink.online:  # ride out a short outage instead of spinning on UplinkDown
             await uplink.wait_online(self._stall_timeout - self._stalled_for(fill))
-        async with self._upstream.image_data(fill.image.id, identity, offset) as response:
-            skip = self._bytes_to_skip(response, offset)
-            async for piece in response.content.iter_any():
-                if skip:
-                    dropped = min(skip, len(piece))
-                    piece, skip = piece[dropped:], skip - dropped
-                    if not piece:
-                        continue
-                if fill.written + len(piece) > fill.size:
-                    raise FillFailed(f"upstream sent more than {fill.size} bytes")
-                await fill.absorb(piece, self._executor)
-                self._metrics.bytes_fetched.inc(len(piece))
+        intake = _Intake(fill, BATCH_SIZE, LANE_DEPTH)
+        try:
+            async with self._upstream.image_data(fill.image.id, identity, offset) as response:
+                skip = self._bytes_to_skip(response, offset)
+                async for piece in response.content.iter_any():
+                    if skip:
+                        dropped = min(skip, len(piece))
+                        piece, skip = piece[dropped:], skip - dropped
+                        if not piece:
+                            continue
+                    await intake.add(piece)
+                    self._metrics.bytes_fetched.inc(len(piece))
+        finally:
+            # Also after a broken stream: what did arrive is good, and the resume starts after it.
+            await intake.finish()
         if fill.written < fill.size:
             raise UpstreamShortRead(f"stream ended at byte {fill.written} of {fill.size}")
 
@@ -329,3 +365,53 @@ class FillManager:
                 return 0
             raise UpstreamRefused(f"upstream sent range {content_range!r}, wanted {offset}-")
         raise UpstreamRefused(f"upstream answered {response.status} to the data request")
+
+
+class _Intake:
+    """Hands a fill the upstream's pieces in batches while the next ones are being received.
+
+    A batch goes to the lanes at once when the file's writer is idle, so the first bytes reach
+    readers without delay, and gathers up to `batch_size` while it is busy, so a large image
+    costs few thread hand-overs. At most `depth` batches are in the lanes and one is gathered,
+    which bounds the memory a fill holds.
+    """
+
+    def __init__(self, fill: Fill, batch_size: int, depth: int) -> None:
+        self._fill = fill
+        self._batch_size = batch_size
+        self._depth = depth
+        self._received = fill.written
+        self._pending: list[bytes] = []
+        self._pending_size = 0
+        self._in_lanes: deque[asyncio.Future[list[None]]] = deque()
+
+    async def add(self, piece: bytes) -> None:
+        if self._received + len(piece) > self._fill.size:
+            raise FillFailed(f"upstream sent more than {self._fill.size} bytes")
+        self._received += len(piece)
+        self._fill.last_progress = time.monotonic()
+        self._pending.append(piece)
+        self._pending_size += len(piece)
+        if self._pending_size >= self._batch_size or not self._fill.busy():
+            self._hand_over()
+        while self._in_lanes and (self._in_lanes[0].done() or len(self._in_lanes) > self._depth):
+            await self._in_lanes.popleft()  # a failure in the lanes is the fill's
+
+    async def finish(self) -> None:
+        """Process everything received so far and wait until it is written and hashed."""
+        if self._pending:
+            self._hand_over()
+        outcomes = await asyncio.gather(*self._in_lanes, return_exceptions=True)
+        self._in_lanes.clear()
+        for outcome in outcomes:  # the first real failure; the lanes stopped after it
+            if isinstance(outcome, BaseException) and not isinstance(outcome, LaneStopped):
+                raise outcome
+
+    def _hand_over(self) -> None:
+        batch, self._pending, self._pending_size = self._pending, [], 0
+        self._in_lanes.append(self._fill.absorb(batch))
+
+
+def _update_with(update: Callable[[bytes], None], batch: list[bytes]) -> None:
+    for piece in batch:
+        update(piece)

@@ -92,18 +92,11 @@ async def test_last_byte_is_withheld_until_verified(
         assert received + await read_last == image.data
 
 
-@pytest.mark.parametrize(
-    "spoil",
-    [
-        {"hash_value": hashlib.sha512(b"other").hexdigest()},
-        {"checksum": hashlib.md5(b"other", usedforsecurity=False).hexdigest()},
-    ],
-    ids=["os_hash_value", "md5"],
-)
 async def test_checksum_mismatch_is_never_admitted(
-    glance: FakeGlance, edgecache: TestClient, token: str, spoil: dict[str, str]
+    glance: FakeGlance, edgecache: TestClient, token: str
 ) -> None:
-    image = glance.add_image(random_bytes(MiB), owner="p1", **spoil)
+    wrong = hashlib.sha512(b"other").hexdigest()
+    image = glance.add_image(random_bytes(MiB), owner="p1", hash_value=wrong)
     for attempt in (1, 2):
         async with edgecache.get(file_url(image), headers={"X-Auth-Token": token}) as resp:
             assert resp.status == 200

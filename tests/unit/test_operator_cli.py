@@ -96,7 +96,7 @@ async def test_warm_reports_failures_and_exits_1(
 ) -> None:
     token = glance.add_project("p1")
     good = glance.add_image(random_bytes(MiB), owner="p1", name="good")
-    bad = glance.add_image(random_bytes(MiB), owner="p1", name="bad", checksum="0" * 32)
+    bad = glance.add_image(random_bytes(MiB), owner="p1", name="bad", hash_value="0" * 128)
     _, url = await start_daemon()
     code, output = await edgecache_cli("warm", "--endpoint", url, "--token", token, good.id, bad.id)
     assert code == 1, output
