@@ -11,7 +11,7 @@ from aiohttp import web
 
 from edgecache.api.answers import to_response, visible_image
 from edgecache.api.proxy import BYTES_SENT, passthrough
-from edgecache.api.transfer import abort, data_response, send_file
+from edgecache.api.transfer import abort, corked, data_response, send_file
 from edgecache.appkeys import AUTHORITY, CACHE, METRICS, UPSTREAM
 from edgecache.auth import Caller
 from edgecache.headers import forwardable
@@ -169,7 +169,7 @@ async def _serve_blob(
         with best_effort("a hit"):
             await cache.record_hit(entry.image_id)
         response = data_response(image, byte_range, "cache")
-        with _counting(request, response, "cache"):
+        with _counting(request, response, "cache"), corked(request):
             await response.prepare(request)
             try:
                 span = first

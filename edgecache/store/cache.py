@@ -39,6 +39,7 @@ class ImageCache:
         fills: FillManager,
         metrics: Metrics,
         executor: ThreadPoolExecutor,
+        recent: RecentlyVerified,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -47,7 +48,7 @@ class ImageCache:
         self.fills = fills
         self._metrics = metrics
         self._executor = executor
-        self._recent = RecentlyVerified(settings.reverify_after)
+        self._recent = recent
 
     @classmethod
     async def open(cls, settings: Settings, upstream: Upstream, metrics: Metrics) -> ImageCache:
@@ -57,6 +58,7 @@ class ImageCache:
         await loop.run_in_executor(executor, store.prepare)
         index = await Index.open(store.index_path)
         await store.reconcile(index)
+        recent = RecentlyVerified(settings.reverify_after)
         evictor = Evictor(
             max_size=settings.max_size,
             index=index,
@@ -74,6 +76,7 @@ class ImageCache:
             chunk_size=settings.chunk_size,
             stall_timeout=settings.stall_timeout,
             verify_md5=settings.verify_md5,
+            recent=recent,
         )
         return cls(
             settings=settings,
@@ -83,6 +86,7 @@ class ImageCache:
             fills=fills,
             metrics=metrics,
             executor=executor,
+            recent=recent,
         )
 
     async def close(self) -> None:

@@ -31,10 +31,11 @@ from tenacity import (
 from edgecache.images import ImageRecord
 from edgecache.metrics import Metrics
 from edgecache.store.blobs import BlobStore
-from edgecache.store.digests import ChunkHasher, ImageDigest
+from edgecache.store.digests import CHUNK_DIGEST_SIZE, ChunkHasher, ImageDigest
 from edgecache.store.evict import Evictor
 from edgecache.store.index import BlobEntry, Index
 from edgecache.store.lanes import Lanes, LaneStopped
+from edgecache.store.recent import RecentlyVerified
 from edgecache.upstream import TRANSIENT_ERRORS, Upstream
 
 log = logging.getLogger(__name__)
@@ -115,10 +116,10 @@ class Fill:
     async def wait_verified(self) -> None:
         await self.readable_end(self.size)
 
-    def absorb(self, batch: list[bytes]) -> asyncio.Future[list[None]]:
+    def absorb(self, batch: list[bytes]) -> tuple[asyncio.Future[None], asyncio.Future[list[None]]]:
         """Start writing and hashing a batch of pieces off the event loop: the file and chunk
-        digests in one lane, each of Glance's digests in another. Readers may send the batch
-        as soon as it is on disk; the future is done once every lane has processed it."""
+        digests in one lane, each of Glance's digests in another. Returns two futures: the
+        batch is on disk (readers may send it), and every lane has processed it."""
         size, offset = sum(len(piece) for piece in batch), self._submitted
         self._submitted += size
         write = self._lanes.submit(0, functools.partial(self._write_and_chunk, batch, offset))
@@ -127,7 +128,7 @@ class Fill:
             self._lanes.submit(lane, functools.partial(_update_with, update, batch))
             for lane, update in enumerate(self._digest.updaters(), start=1)
         ]
-        return asyncio.gather(write, *hashing)
+        return write, asyncio.gather(write, *hashing)
 
     def busy(self) -> bool:
         """Whether bytes handed over are still being written."""
@@ -197,6 +198,7 @@ class FillManager:
         chunk_size: int,
         stall_timeout: float,
         verify_md5: bool,
+        recent: RecentlyVerified,
     ) -> None:
         self._store = store
         self._index = index
@@ -207,6 +209,7 @@ class FillManager:
         self._chunk_size = chunk_size
         self._stall_timeout = stall_timeout
         self._verify_md5 = verify_md5
+        self._recent = recent
         self._fills: dict[str, Fill] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -259,6 +262,8 @@ class FillManager:
                 self._metrics.verification_failures.inc()
                 raise FillFailed(f"image {image_id} failed verification: {problem}")
             await loop.run_in_executor(self._executor, self._store.commit, image_id, fill.fd)
+            chunk_digests = fill.chunk_digests()
+            self._recent.record_copy(fill.fd, len(chunk_digests) // CHUNK_DIGEST_SIZE)
             now = time.time()
             await self._index.add(
                 BlobEntry(
@@ -268,7 +273,7 @@ class FillManager:
                     hash_algo=fill.image.hash_algo,
                     hash_value=fill.image.hash_value,
                     chunk_size=self._chunk_size,
-                    chunk_digests=fill.chunk_digests(),
+                    chunk_digests=chunk_digests,
                     created_at=now,
                     last_access=now,
                 )
@@ -409,7 +414,15 @@ class _Intake:
 
     def _hand_over(self) -> None:
         batch, self._pending, self._pending_size = self._pending, [], 0
-        self._in_lanes.append(self._fill.absorb(batch))
+        written, processed = self._fill.absorb(batch)
+        written.add_done_callback(self._writer_free)
+        self._in_lanes.append(processed)
+
+    def _writer_free(self, written: asyncio.Future[None]) -> None:
+        """Hand over what arrived meanwhile, so a pause upstream does not hold it back."""
+        failed = written.cancelled() or written.exception() is not None
+        if self._pending and not failed and not self._fill.busy():
+            self._hand_over()
 
 
 def _update_with(update: Callable[[bytes], None], batch: list[bytes]) -> None:
