@@ -7,6 +7,7 @@ without the secret file.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import os
@@ -97,6 +98,7 @@ class Authority:
         # token hash -> (written at, expires at); (token hash, image) -> (status, decided at,
         # written at). Both monotonic clocks but `expires at`.
         self._tokens_written: LruDict[str, tuple[float, float]] = LruDict(RECENT_CAPACITY)
+        self._remembering: dict[str, asyncio.Task[float]] = {}
         self._decided: LruDict[tuple[str, str], tuple[int, float, float]] = LruDict(RECENT_CAPACITY)
 
     def caller(self, headers: Mapping[str, str]) -> Caller:
@@ -119,8 +121,7 @@ class Authority:
         if written is not None and now - written[0] < REWRITE_AFTER:
             expires_at = written[1]
         else:
-            expires_at = await self._remember_token(caller, caller.token_hash)
-            self._tokens_written[caller.token_hash] = (now, expires_at)
+            expires_at = await self._remember_token_once(caller, caller.token_hash)
         if not image_ids or status not in DECISION_STATUSES:
             return
         stale = []
@@ -147,6 +148,22 @@ class Authority:
             return None
         known = self._decided.get((caller.token_hash, image_id))
         return known[0] if known is not None and time.monotonic() - known[1] < within else None
+
+    async def _remember_token_once(self, caller: Caller, token_hash: str) -> float:
+        """Remember the token once for a burst of its first answers arriving together."""
+        remembering = self._remembering.get(token_hash)
+        if remembering is None:
+            remembering = asyncio.create_task(self._remember_token(caller, token_hash))
+            self._remembering[token_hash] = remembering
+            remembering.add_done_callback(lambda done: self._remembered(token_hash, done))
+        expires_at = await asyncio.shield(remembering)  # one caller leaving stops no one
+        self._tokens_written[token_hash] = (time.monotonic(), expires_at)
+        return expires_at
+
+    def _remembered(self, token_hash: str, done: asyncio.Task[float]) -> None:
+        del self._remembering[token_hash]
+        if not done.cancelled():
+            done.exception()  # seen here, whether or not a caller is still waiting
 
     async def _remember_token(self, caller: Caller, token_hash: str) -> float:
         """Record the token as valid; returns until when decisions made with it may be used."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Mapping
@@ -13,7 +14,7 @@ from multidict import CIMultiDict
 
 from edgecache.auth import RECENT_CAPACITY, REWRITE_AFTER, Authority, Caller, open_to_all
 from edgecache.glance_errors import UNAUTHORIZED, GlanceError
-from edgecache.headers import forwardable
+from edgecache.headers import REQUEST_ID, forwardable
 from edgecache.images import ImageRecord
 from edgecache.lru import LruDict
 from edgecache.metrics import Metrics
@@ -98,6 +99,8 @@ class Recall:
         self._reuse_for = reuse_decisions_for
         self._www_authenticate: str | None = None  # where Glance's 401s send callers
         self._stored: LruDict[tuple[str, str], tuple[int, float]] = LruDict(RECENT_CAPACITY)
+        self._in_flight: dict[tuple[str, frozenset[tuple[str, str]]], asyncio.Task[UpstreamAnswer]]
+        self._in_flight = {}
 
     def forget_recent(self) -> None:
         """Documents were deleted behind our back (revalidation): store the next ones again."""
@@ -124,7 +127,7 @@ class Recall:
         if image_id is not None and (reused := await self._reuse(path_qs, caller, scope, image_id)):
             return reused
         try:
-            fresh = await self._upstream.fetch(path_qs, caller.headers)
+            fresh = await self._fetch_once(path_qs, caller)
         except TRANSIENT_ERRORS:
             return self._counted(await self._recall(path_qs, caller, scope, image_id, needs_token))
         if fresh.status in UNAVAILABLE_STATUSES:
@@ -137,6 +140,30 @@ class Recall:
             await self._learn(path_qs, caller, scope, image_id, fresh)
         self._metrics.metadata_requests.labels("upstream").inc()
         return Answer(fresh.status, fresh.body, forwardable(fresh.headers))
+
+    async def _fetch_once(self, path_qs: str, caller: Caller) -> UpstreamAnswer:
+        """Glance's answer, asked once for identical requests in flight at the same moment.
+
+        The same caller (the same credentials) asking for the same document at the same time
+        gets the same answer from Glance; a boot storm's metadata GETs make one round trip.
+        """
+        same = frozenset((k, v) for k, v in caller.headers.items() if k != REQUEST_ID)
+        key = (path_qs, same)
+        asking = self._in_flight.get(key)
+        if asking is None:
+            asking = asyncio.create_task(self._upstream.fetch(path_qs, caller.headers))
+            self._in_flight[key] = asking
+            asking.add_done_callback(lambda done: self._answered(key, done))
+        return await asyncio.shield(asking)  # one caller leaving does not cancel the others
+
+    def _answered(
+        self,
+        key: tuple[str, frozenset[tuple[str, str]]],
+        done: asyncio.Task[UpstreamAnswer],
+    ) -> None:
+        del self._in_flight[key]
+        if not done.cancelled():
+            done.exception()  # seen here, whether or not a caller is still waiting
 
     async def _reuse(
         self, path_qs: str, caller: Caller, scope: str, image_id: str
@@ -192,8 +219,12 @@ class Recall:
         if stored is not None and stored[0] == digest and now - stored[1] < REWRITE_AFTER:
             return
         document = Document(status, content_type, body, time.time())
-        await self._documents.put(scope, path, document, image_id)
-        self._stored[(scope, path)] = (digest, now)
+        self._stored[(scope, path)] = (digest, now)  # before the write: a burst writes once
+        try:
+            await self._documents.put(scope, path, document, image_id)
+        except BaseException:
+            self._stored.pop((scope, path), None)
+            raise
 
     async def _forget_if_no_longer_open(self, image_id: str) -> None:
         """Glance refused an image whose remembered record says anyone may see it: that

@@ -3,10 +3,16 @@
 A row in `blobs` exists only for a file that was fully verified and renamed into place, so
 the index never names an unverified copy. WAL with synchronous=NORMAL: a power cut may lose the
 newest rows, which only turns their files into orphans that start-up removes.
+
+The rows are also kept in memory, so the lookup every data request makes, and the size
+checks of eviction, never wait for the database thread (which, under load, waits for the
+interpreter lock behind the event loop). Hit counts and access times are written to the
+database only; `all()` and `eviction_order()` read them from there.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -64,8 +70,9 @@ def _entry(row: Iterable[object]) -> BlobEntry:
 class Index:
     """The database: blob rows here, remembered documents and decisions beside them."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, entries: Iterable[BlobEntry]) -> None:
         self._db = db
+        self._entries = {entry.image_id: entry for entry in entries}
         self.documents = documents.DocumentStore(db)
         self.decisions = decisions.DecisionStore(db)
         # Hits are counted in memory and written together now and then: a hit costs no
@@ -75,17 +82,17 @@ class Index:
 
     @classmethod
     async def open(cls, path: Path) -> Index:
-        return cls(await Database.open(path, (_SCHEMA, documents.SCHEMA, decisions.SCHEMA)))
+        db = await Database.open(path, (_SCHEMA, documents.SCHEMA, decisions.SCHEMA))
+        rows = await db.fetch_all(f"SELECT {_COLUMNS} FROM blobs")
+        return cls(db, (_entry(row) for row in rows))
 
     async def close(self) -> None:
         await self.flush_hits()
         await self._db.close()
 
     async def get(self, image_id: str) -> BlobEntry | None:
-        row = await self._db.fetch_one(
-            f"SELECT {_COLUMNS} FROM blobs WHERE image_id = ?", (image_id,)
-        )
-        return _entry(row) if row else None
+        """The stored copy of an image (its hits and last access as of when it was added)."""
+        return self._entries.get(image_id)
 
     async def all(self) -> list[BlobEntry]:
         await self.flush_hits()
@@ -109,8 +116,10 @@ class Index:
                 int(entry.pinned),
             ),
         )
+        self._entries[entry.image_id] = entry
 
     async def remove(self, image_id: str) -> None:
+        self._entries.pop(image_id, None)
         await self._db.write("DELETE FROM blobs WHERE image_id = ?", (image_id,))
 
     async def record_hit(self, image_id: str) -> None:
@@ -132,21 +141,21 @@ class Index:
 
     async def set_pinned(self, image_id: str, pinned: bool) -> bool:
         """Protect a copy from eviction (or stop protecting it); False if it is not stored."""
-        if await self.get(image_id) is None:
+        if (entry := self._entries.get(image_id)) is None:
             return False
         await self._db.write(
             "UPDATE blobs SET pinned = ? WHERE image_id = ?", (int(pinned), image_id)
         )
+        if image_id in self._entries:
+            self._entries[image_id] = dataclasses.replace(entry, pinned=pinned)
         return True
 
     async def stats(self) -> tuple[int, int]:
         """How many copies there are and their total size."""
-        row = await self._db.fetch_one("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM blobs")
-        return (int(row[0]), int(row[1])) if row else (0, 0)
+        return len(self._entries), await self.total_size()
 
     async def total_size(self) -> int:
-        row = await self._db.fetch_one("SELECT COALESCE(SUM(size), 0) FROM blobs")
-        return int(row[0]) if row else 0
+        return sum(entry.size for entry in self._entries.values())
 
     async def eviction_order(self) -> list[tuple[str, int]]:
         """Unpinned blobs, least recently used first."""
