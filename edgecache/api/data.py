@@ -11,7 +11,7 @@ from aiohttp import web
 
 from edgecache.api.answers import to_response, visible_image
 from edgecache.api.proxy import BYTES_SENT, passthrough
-from edgecache.api.transfer import abort, corked, data_response, send_file
+from edgecache.api.transfer import FileEndedEarly, abort, corked, data_response, send_file
 from edgecache.appkeys import AUTHORITY, CACHE, METRICS, UPSTREAM
 from edgecache.auth import Caller
 from edgecache.headers import forwardable
@@ -177,10 +177,12 @@ async def _serve_blob(
                     await send_file(request, response, blob, span.start, span.length)
                     response[BYTES_SENT] += span.length
                     span = await anext(spans, None)
-            except BlobCorrupt as exc:
-                log.error("%s; transfer aborted", exc)
+            except (BlobCorrupt, FileEndedEarly) as exc:
+                log.error("image %s: %s; transfer aborted", image.id, exc)
                 abort(request)
                 return response
+            except ConnectionError as exc:
+                return _client_left(request, response, image, exc)
             finally:
                 await spans.aclose()
         await response.write_eof()
@@ -199,11 +201,27 @@ async def _serve_fill(request: web.Request, image: ImageRecord, fill: Fill) -> w
                 await send_file(request, response, partial, sent, end - sent)
                 response[BYTES_SENT] = end
             await fill.wait_verified()
-        except FillFailed as exc:
+        except (FillFailed, FileEndedEarly) as exc:
             log.warning("aborting transfer of %s: %s", image.id, exc)
             abort(request)
             return response
+        except ConnectionError as exc:
+            return _client_left(request, response, image, exc)
     await response.write_eof()
+    return response
+
+
+def _client_left(
+    request: web.Request, response: web.StreamResponse, image: ImageRecord, exc: OSError
+) -> web.StreamResponse:
+    """A caller that hangs up mid-transfer is routine (a cancelled boot): one line, no trace."""
+    log.info(
+        "client went away after %d bytes of image %s (%s)",
+        response[BYTES_SENT],
+        image.id,
+        exc.strerror or type(exc).__name__,
+    )
+    abort(request)
     return response
 
 

@@ -17,6 +17,10 @@ from edgecache.ranges import ByteRange
 _FALLBACK_PIECE = 1 << 20
 
 
+class FileEndedEarly(Exception):
+    """The file holds fewer bytes than its record says: the transfer cannot be completed."""
+
+
 def data_response(
     image: ImageRecord, byte_range: ByteRange | None, source: str
 ) -> web.StreamResponse:
@@ -38,7 +42,10 @@ def data_response(
 async def send_file(
     request: web.Request, response: web.StreamResponse, file: IO[bytes], offset: int, count: int
 ) -> None:
-    """Send `count` bytes of `file` from `offset` after the prepared response's headers."""
+    """Send `count` bytes of `file` from `offset` after the prepared response's headers.
+
+    Raises ConnectionError if the client went away, FileEndedEarly if the file is short.
+    """
     if count <= 0:
         return
     transport = request.transport
@@ -51,7 +58,7 @@ async def send_file(
         else:  # the headers are still queued: asyncio's sendfile waits for them first
             sent = await loop.sendfile(transport, file, offset, count)
         if sent != count:  # the file is shorter than its record says
-            raise ConnectionAbortedError(f"sent {sent} of {count} bytes: the copy is short")
+            raise FileEndedEarly(f"sent {sent} of {count} bytes: the file is short")
     except NotImplementedError:  # event loops without sendfile (uvloop)
         end = offset + count
         while offset < end:
@@ -59,7 +66,7 @@ async def send_file(
                 None, file_pread, file, min(_FALLBACK_PIECE, end - offset), offset
             )
             if not piece:
-                raise ConnectionAbortedError("file ended early") from None
+                raise FileEndedEarly("the file ended early") from None
             await response.write(piece)
             offset += len(piece)
 
