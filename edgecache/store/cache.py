@@ -38,22 +38,26 @@ class ImageCache:
         evictor: Evictor,
         fills: FillManager,
         metrics: Metrics,
-        executor: ThreadPoolExecutor,
+        executors: tuple[ThreadPoolExecutor, ThreadPoolExecutor],
         recent: RecentlyVerified,
     ) -> None:
+        """`executors`: for reads and housekeeping, and for fills."""
         self.settings = settings
         self.store = store
         self.index = index
         self.evictor = evictor
         self.fills = fills
         self._metrics = metrics
-        self._executor = executor
+        self._executor, self._fill_executor = executors
         self._recent = recent
 
     @classmethod
     async def open(cls, settings: Settings, upstream: Upstream, metrics: Metrics) -> ImageCache:
         store = BlobStore(Path(settings.cache_dir))
         executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="edgecache-io")
+        # Fills get threads of their own: their lanes keep a thread while bytes keep coming,
+        # and the chunk checks of hits must never queue behind them.
+        fill_executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="edgecache-fill")
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(executor, store.prepare)
         index = await Index.open(store.index_path)
@@ -72,7 +76,7 @@ class ImageCache:
             upstream=upstream,
             evictor=evictor,
             metrics=metrics,
-            executor=executor,
+            executor=fill_executor,
             chunk_size=settings.chunk_size,
             stall_timeout=settings.stall_timeout,
             verify_md5=settings.verify_md5,
@@ -85,7 +89,7 @@ class ImageCache:
             evictor=evictor,
             fills=fills,
             metrics=metrics,
-            executor=executor,
+            executors=(executor, fill_executor),
             recent=recent,
         )
 
@@ -93,6 +97,7 @@ class ImageCache:
         await self.fills.close()
         await self.index.close()
         self._executor.shutdown(wait=True)
+        self._fill_executor.shutdown(wait=True)
 
     async def lookup(self, image: ImageRecord) -> BlobEntry | None:
         """The verified copy of exactly this image, if one is stored."""
