@@ -7,7 +7,6 @@ without the secret file.
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import json
 import os
@@ -21,6 +20,7 @@ from pathlib import Path
 from edgecache.headers import AUTH_TOKEN, identity
 from edgecache.keystone import Keystone
 from edgecache.lru import LruDict
+from edgecache.singleflight import SingleFlight
 from edgecache.store.decisions import DecisionStore
 from edgecache.store.documents import SHARED_SCOPE, DocumentStore
 
@@ -98,7 +98,7 @@ class Authority:
         # token hash -> (written at, expires at); (token hash, image) -> (status, decided at,
         # written at). Both monotonic clocks but `expires at`.
         self._tokens_written: LruDict[str, tuple[float, float]] = LruDict(RECENT_CAPACITY)
-        self._remembering: dict[str, asyncio.Task[float]] = {}
+        self._remembering: SingleFlight[str, float] = SingleFlight()
         self._decided: LruDict[tuple[str, str], tuple[int, float, float]] = LruDict(RECENT_CAPACITY)
 
     def caller(self, headers: Mapping[str, str]) -> Caller:
@@ -151,19 +151,11 @@ class Authority:
 
     async def _remember_token_once(self, caller: Caller, token_hash: str) -> float:
         """Remember the token once for a burst of its first answers arriving together."""
-        remembering = self._remembering.get(token_hash)
-        if remembering is None:
-            remembering = asyncio.create_task(self._remember_token(caller, token_hash))
-            self._remembering[token_hash] = remembering
-            remembering.add_done_callback(lambda done: self._remembered(token_hash, done))
-        expires_at = await asyncio.shield(remembering)  # one caller leaving stops no one
+        expires_at = await self._remembering.run(
+            token_hash, lambda: self._remember_token(caller, token_hash)
+        )
         self._tokens_written[token_hash] = (time.monotonic(), expires_at)
         return expires_at
-
-    def _remembered(self, token_hash: str, done: asyncio.Task[float]) -> None:
-        del self._remembering[token_hash]
-        if not done.cancelled():
-            done.exception()  # seen here, whether or not a caller is still waiting
 
     async def _remember_token(self, caller: Caller, token_hash: str) -> float:
         """Record the token as valid; returns until when decisions made with it may be used."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import Mapping
@@ -18,6 +17,7 @@ from edgecache.headers import REQUEST_ID, forwardable
 from edgecache.images import ImageRecord
 from edgecache.lru import LruDict
 from edgecache.metrics import Metrics
+from edgecache.singleflight import SingleFlight
 from edgecache.store.db import best_effort
 from edgecache.store.documents import SHARED_SCOPE, Document, DocumentStore
 from edgecache.upstream import TRANSIENT_ERRORS, UNAVAILABLE_STATUSES, Upstream, UpstreamAnswer
@@ -99,8 +99,8 @@ class Recall:
         self._reuse_for = reuse_decisions_for
         self._www_authenticate: str | None = None  # where Glance's 401s send callers
         self._stored: LruDict[tuple[str, str], tuple[int, float]] = LruDict(RECENT_CAPACITY)
-        self._in_flight: dict[tuple[str, frozenset[tuple[str, str]]], asyncio.Task[UpstreamAnswer]]
-        self._in_flight = {}
+        self._asking: SingleFlight[tuple[str, frozenset[tuple[str, str]]], UpstreamAnswer]
+        self._asking = SingleFlight()
 
     def forget_recent(self) -> None:
         """Documents were deleted behind our back (revalidation): store the next ones again."""
@@ -148,22 +148,9 @@ class Recall:
         gets the same answer from Glance; a boot storm's metadata GETs make one round trip.
         """
         same = frozenset((k, v) for k, v in caller.headers.items() if k != REQUEST_ID)
-        key = (path_qs, same)
-        asking = self._in_flight.get(key)
-        if asking is None:
-            asking = asyncio.create_task(self._upstream.fetch(path_qs, caller.headers))
-            self._in_flight[key] = asking
-            asking.add_done_callback(lambda done: self._answered(key, done))
-        return await asyncio.shield(asking)  # one caller leaving does not cancel the others
-
-    def _answered(
-        self,
-        key: tuple[str, frozenset[tuple[str, str]]],
-        done: asyncio.Task[UpstreamAnswer],
-    ) -> None:
-        del self._in_flight[key]
-        if not done.cancelled():
-            done.exception()  # seen here, whether or not a caller is still waiting
+        return await self._asking.run(
+            (path_qs, same), lambda: self._upstream.fetch(path_qs, caller.headers)
+        )
 
     async def _reuse(
         self, path_qs: str, caller: Caller, scope: str, image_id: str
