@@ -93,8 +93,9 @@ class Fill:
         self._chunks = ChunkHasher(chunk_size)
         self._digest = ImageDigest(image, with_md5)
         self._progress = asyncio.Event()
+        self._updaters = self._digest.updaters()
         self._submitted = 0  # bytes handed to the lanes
-        self._lanes = Lanes(executor, 1 + len(self._digest.updaters()))
+        self._lanes = Lanes(executor, 1 + len(self._updaters))
 
     def open_reader(self) -> IO[bytes]:
         """A private read handle on the partial file; it stays valid after commit or discard."""
@@ -128,7 +129,7 @@ class Fill:
         write.add_done_callback(lambda step: self._written(step, size))
         hashing = [
             self._lanes.submit(lane, functools.partial(_update_with, update, batch))
-            for lane, update in enumerate(self._digest.updaters(), start=1)
+            for lane, update in enumerate(self._updaters, start=1)
         ]
         return write, asyncio.gather(write, *hashing)
 
