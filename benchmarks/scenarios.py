@@ -125,19 +125,14 @@ def _add_coalescing(
 def ranges(bench: Bench) -> ScenarioResult:
     """Random-offset Range reads of a cached image."""
     settings = bench.settings
-    image = hot_image(bench)
-    result = ScenarioResult(
+    return _loop_scenario(
+        bench,
         "range",
         f"Range reads of {size_text(settings.range_piece)} at random offsets of a cached "
         f"image, concurrency {settings.concurrency}",
-        _loop_metrics(),
+        _range_jobs,
+        expect_hits=True,
     )
-    bench.log(result.title)
-    with bench.profile(result.key):
-        for rep, contender in bench.schedule():
-            run = loop_run(bench, contender, partial(_range_jobs, bench, image, contender, rep))
-            _add_loop(bench, result, contender, rep, run, expect_hits=True)
-    return result
 
 
 def _range_jobs(
@@ -162,19 +157,13 @@ def _range_jobs(
 
 def metadata(bench: Bench) -> ScenarioResult:
     """`GET /v2/images/{id}` of an image every contender has served before."""
-    settings = bench.settings
-    image = hot_image(bench)
-    result = ScenarioResult(
+    return _loop_scenario(
+        bench,
         "metadata",
-        f"image record GET /v2/images/{{id}}, concurrency {settings.concurrency}",
-        _loop_metrics(),
+        f"image record GET /v2/images/{{id}}, concurrency {bench.settings.concurrency}",
+        _metadata_jobs,
+        expect_hits=False,
     )
-    bench.log(result.title)
-    with bench.profile(result.key):
-        for rep, contender in bench.schedule():
-            run = loop_run(bench, contender, partial(_metadata_jobs, bench, image, contender, rep))
-            _add_loop(bench, result, contender, rep, run, expect_hits=False)
-    return result
 
 
 def _metadata_jobs(
@@ -191,6 +180,23 @@ def _metadata_jobs(
         )
         for share in split(settings.concurrency, bench.clients.size)
     ]
+
+
+LoopJobs = Callable[[Bench, str, Contender, int, float], list[Job]]
+
+
+def _loop_scenario(
+    bench: Bench, key: str, title: str, make_jobs: LoopJobs, *, expect_hits: bool
+) -> ScenarioResult:
+    """Request loops against the hot image, each contender in turn: requests per second."""
+    image = hot_image(bench)
+    result = ScenarioResult(key, title, _loop_metrics())
+    bench.log(result.title)
+    with bench.profile(result.key):
+        for rep, contender in bench.schedule():
+            run = loop_run(bench, contender, partial(make_jobs, bench, image, contender, rep))
+            _add_loop(bench, result, contender, rep, run, expect_hits=expect_hits)
+    return result
 
 
 def memory(bench: Bench) -> ScenarioResult:
