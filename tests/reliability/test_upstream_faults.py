@@ -86,6 +86,16 @@ class Trials:
         self.failed: list[str] = []
         self.seeds: list[int] = []
         self.run = 0
+        self._resumes_at_start = 0.0
+
+    async def count_resumes_from_now(self, edge: Edge) -> None:
+        self._resumes_at_start = await resumes(edge)
+
+    async def resumed(self, edge: Edge) -> float:
+        """Fill resumes since count_resumes_from_now (from /metrics), added to the figures."""
+        count = await resumes(edge) - self._resumes_at_start
+        self.figures.add("resumes", count)
+        return count
 
     def finish_trial(self, trial_seed: int, problems: list[str]) -> None:
         self.run += 1
@@ -165,7 +175,7 @@ async def test_connection_resets_at_random_offsets(
     edge = await behind_proxy(make_edgecache, proxy)
     uplink = app_of(edge)[UPSTREAM].uplink
     trials = Trials(figures, "connection resets")
-    resumes_before = await resumes(edge)
+    await trials.count_resumes_from_now(edge)
     exact_clients = clients_total = 0
     for trial in range(60):
         trial_seed = seed + trial
@@ -192,8 +202,7 @@ async def test_connection_resets_at_random_offsets(
             exact_clients += exact
             clients_total += clients
         trials.finish_trial(trial_seed, problems)
-    resumed = await resumes(edge) - resumes_before
-    figures.add("resumes", resumed)
+    resumed = await trials.resumed(edge)
     trials.report(f"RSTs injected {proxy.stats['reset']}, resumes {resumed:.0f}")
     assert not trials.failed, "\n".join(trials.failed)
     assert resumed > 0
@@ -262,7 +271,7 @@ async def test_stall_mid_body_resumes_or_fails_visibly(
     token = glance.add_project("p1")
     edge = await behind_proxy(make_edgecache, proxy, read_timeout=0.4)
     trials = Trials(figures, "stalls mid-body")
-    resumes_before = await resumes(edge)
+    await trials.count_resumes_from_now(edge)
     durations: list[float] = []
     for trial in range(6):
         trial_seed = seed + 1000 + trial
@@ -282,8 +291,7 @@ async def test_stall_mid_body_resumes_or_fails_visibly(
         trials.judge(trial_seed, image, outcomes, problems)
         expect_all(outcomes, "transfer_error" if hopeless else "exact", problems)
         trials.finish_trial(trial_seed, problems)
-    resumed = await resumes(edge) - resumes_before
-    figures.add("resumes", resumed)
+    resumed = await trials.resumed(edge)
     trials.report(
         f"stalls {proxy.stats['stall']}, resumes {resumed:.0f}, "
         f"trial times {', '.join(f'{d:.1f}s' for d in durations)}"
@@ -306,7 +314,7 @@ async def test_5xx_bursts(
     edge = await behind_proxy(make_edgecache, proxy, stall_timeout=3.0)
     uplink = app_of(edge)[UPSTREAM].uplink
     trials = Trials(figures, "5xx bursts")
-    resumes_before = await resumes(edge)
+    await trials.count_resumes_from_now(edge)
     for trial in range(10):
         trial_seed = seed + 2000 + trial
         rng = random.Random(trial_seed)
@@ -339,8 +347,7 @@ async def test_5xx_bursts(
         hit = await download(edge.session, url(edge, cached), cached.data, headers)
         trials.judge(seed, cached, [hit], [])
         assert (hit.kind, hit.source) == ("exact", "cache"), (status, hit)
-    resumed = await resumes(edge) - resumes_before
-    figures.add("resumes", resumed)
+    resumed = await trials.resumed(edge)
     trials.report(f"5xx injected {proxy.stats['status']}, resumes {resumed:.0f}")
     assert not trials.failed, "\n".join(trials.failed)
 
@@ -359,7 +366,7 @@ async def test_truncated_bodies(
     edge = await behind_proxy(make_edgecache, proxy)
     uplink = app_of(edge)[UPSTREAM].uplink
     trials = Trials(figures, "truncated bodies")
-    resumes_before = await resumes(edge)
+    await trials.count_resumes_from_now(edge)
     for trial in range(16):
         trial_seed = seed + 3000 + trial
         rng = random.Random(trial_seed)
@@ -378,8 +385,7 @@ async def test_truncated_bodies(
         problems = await trials.examine(proxy, edge, cache_dir, trial_seed, image, outcomes)
         expect_all(outcomes, "transfer_error" if hopeless else "exact", problems)
         trials.finish_trial(trial_seed, problems)
-    resumed = await resumes(edge) - resumes_before
-    figures.add("resumes", resumed)
+    resumed = await trials.resumed(edge)
     trials.report(
         f"FIN cuts {proxy.stats['close']}, short-but-complete answers {proxy.stats['shorten']}, "
         f"resumes {resumed:.0f}"
