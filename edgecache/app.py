@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from edgecache.api.proxy import passthrough
 from edgecache.api.versions import versions
 from edgecache.appkeys import AUTHORITY, CACHE, METRICS, PREFETCHER, RECALL, SETTINGS, UPSTREAM
 from edgecache.auth import Authority, TokenHasher
+from edgecache.bootdocs import BootDocuments
 from edgecache.config import Settings
 from edgecache.keystone import Keystone
 from edgecache.metrics import Metrics
@@ -71,12 +73,18 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
         await cache.index.decisions.purge_expired()
         credentials = settings.service_credentials
         keystone = Keystone(credentials, upstream.session) if credentials else None
+        validating = settings.validation_credentials
         app[AUTHORITY] = Authority(
             decisions=cache.index.decisions,
             documents=cache.index.documents,
             hasher=TokenHasher.from_file(Path(settings.cache_dir) / TOKEN_KEY_FILE),
             ttl=settings.decision_ttl,
-            keystone=keystone,
+            keystone=(
+                Keystone(validating, upstream.session)
+                if validating is not None and validating != credentials
+                else keystone
+            ),
+            offline_download_roles=settings.offline_download_roles,
         )
         if keystone is not None:
             revalidator = Revalidator(
@@ -95,11 +103,19 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
             metrics=app[METRICS],
             reuse_decisions_for=settings.reuse_decisions_for,
         )
+        boot_documents = BootDocuments(app[RECALL], app[AUTHORITY], keystone)
+        upstream.uplink.on_reconnect(boot_documents.refresh)
+        fetching = asyncio.create_task(boot_documents.refresh(), name="boot-documents")
+        # Ready once they are in (a few small GETs), or after a connect timeout if the region
+        # is slow; then they go on arriving in the background.
+        await asyncio.wait({fetching}, timeout=settings.connect_timeout)
         app[PREFETCHER] = Prefetcher(cache, settings.prefetch_parallel)
         app[PREFETCHER].start()
         try:
             yield
         finally:
+            fetching.cancel()
+            await asyncio.gather(fetching, return_exceptions=True)
             await app[PREFETCHER].close()
             await app[CACHE].close()
     finally:

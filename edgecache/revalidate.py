@@ -85,11 +85,11 @@ class Revalidator:
         members = (
             await self._members(path, headers) if record.get("visibility") == "shared" else set()
         )
-        for token_hash, project, is_admin in await self._index.decisions.allowed(image_id):
+        for identity, project, is_admin in await self._index.decisions.allowed(image_id):
             if is_admin or may_still_see(record, project, members):
                 self._metrics.revalidations.labels("kept").inc()
             else:
-                await self._index.decisions.forget(token_hash, image_id)
+                await self._index.decisions.forget(identity, image_id)
                 self._metrics.revalidations.labels("revoked").inc()
 
     async def _members(self, path: str, headers: dict[str, str]) -> set[str]:
