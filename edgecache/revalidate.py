@@ -1,10 +1,11 @@
 """When the uplink comes back: re-check every remembered image record as the service user.
 
-Images deleted upstream are forgotten (record, decisions, cached copy). For the others, each
-remembered "allowed" decision is kept only if the caller's project (learnt from Keystone) can
-still see the image by Glance's visibility rules; revalidation only ever takes access away, it
-never grants any. Decisions whose caller's project is unknown are dropped too: those callers
-simply ask Glance again.
+Images deleted upstream are forgotten (record, decisions, cached copy). For the others, an
+identity's remembered "allowed" decisions (to see the record and to download the data) are
+kept only if its project (learnt from Keystone) can still see the image by Glance's visibility
+rules and the image is still active (a deactivated image is not downloadable); revalidation
+only ever takes access away, it never grants any. Decisions whose identity's project is
+unknown are dropped too: those callers simply ask Glance again.
 """
 
 from __future__ import annotations
