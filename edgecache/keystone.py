@@ -22,6 +22,9 @@ from edgecache.upstream import TRANSIENT_ERRORS
 log = logging.getLogger(__name__)
 
 _REFRESH_MARGIN = 300.0  # renew the service token this long before it expires
+# After Keystone could not be asked, callers' tokens are not sent to it again for this long: a
+# Keystone cut off with the WAN would otherwise cost every new token a connect timeout.
+_UNREACHABLE_BACKOFF = 10.0
 # What a call to Keystone may fail with (unreachable, refused, an answer that makes no sense).
 KEYSTONE_ERRORS: tuple[type[BaseException], ...] = (
     *TRANSIENT_ERRORS,
@@ -49,6 +52,7 @@ class Keystone:
         self._session = session
         self._token: str | None = None
         self._token_expires = 0.0
+        self._unreachable_until = 0.0  # monotonic
 
     @property
     def _tokens_url(self) -> str:
@@ -62,6 +66,8 @@ class Keystone:
 
     async def validate(self, token: str) -> TokenInfo | None:
         """What Keystone says of a caller's token; None if it is not valid (or unknowable now)."""
+        if time.monotonic() < self._unreachable_until:
+            return None
         try:
             headers = {"X-Auth-Token": await self.token(), "X-Subject-Token": token}
             async with self._session.get(self._tokens_url, headers=headers) as response:
@@ -70,12 +76,15 @@ class Keystone:
                 return _token_info(await response.json())
         except KEYSTONE_ERRORS as exc:
             log.warning(
-                "could not validate a caller's token with Keystone at %s (%s); the caller is "
-                "judged by Glance's answers alone. Check that Keystone is reachable from this "
-                "site and that the [keystone] service credentials are right.",
+                "could not validate callers' tokens with Keystone at %s (%s); for the next "
+                "%.0f s new tokens are judged by Glance's answers alone, and refused while the "
+                "uplink is down. Check that Keystone is reachable from this site and that the "
+                "[keystone] service credentials are right.",
                 self._credentials.auth_url,
                 describe(exc),
+                _UNREACHABLE_BACKOFF,
             )
+            self._unreachable_until = time.monotonic() + _UNREACHABLE_BACKOFF
             return None
 
     async def _authenticate(self) -> tuple[str, TokenInfo]:

@@ -9,12 +9,20 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from edgecache.auth import TokenHasher
-from edgecache.keystone import TokenInfo
-from tests.conftest import EdgecacheFactory, UpstreamServer, go_offline, random_bytes
+from edgecache.config import ServiceCredentials
+from edgecache.keystone import Keystone, TokenInfo
+from tests.conftest import (
+    EdgecacheFactory,
+    UpstreamServer,
+    free_port,
+    go_offline,
+    random_bytes,
+)
 from tests.fakeglance import SERVICE_USER, FakeGlance, FakeImage
 
 DOWNLOAD_REFUSED = "You are not authorized to complete download_image action"
@@ -191,3 +199,18 @@ async def test_boot_documents_are_cached_before_anyone_asks(
         async with edgecache.get(path, headers={"X-Auth-Token": glance.renew(token)}) as resp:
             assert resp.status == 200, path
             assert resp.headers["X-Edgecache-Source"] == "cache"
+
+
+async def test_an_unreachable_keystone_is_not_asked_again_for_every_new_token(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    credentials = ServiceCredentials(
+        f"http://127.0.0.1:{free_port()}/v3", SERVICE_USER[0], SERVICE_USER[1], "service"
+    )
+    async with aiohttp.ClientSession() as session:
+        keystone = Keystone(credentials, session)
+        assert await keystone.validate("token-1") is None
+        assert await keystone.validate("token-2") is None
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1  # the second token was not sent to an unreachable Keystone
+    assert "could not validate callers' tokens with Keystone" in warnings[0].getMessage()
