@@ -33,8 +33,8 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import Image, World
-from tests.stack import Credentials, OpenStackStack, StackError, get_token
+from tests.integration.conftest import Image, World, http
+from tests.stack import Credentials, OpenStackStack, StackError, get_token, rest
 from tests.stack.edgecache_daemon import EdgecacheDaemon
 from tests.stack.install import ensure_stack_venv
 
@@ -273,6 +273,7 @@ class Outage:
     glance_whole_gets_after_warm: dict[str, int]
     uplink_during: str
     results: dict[str, dict[str, Any]]
+    files: dict[str, rest.Response]  # GET /file of the refused images, as B, during the outage
     data_requests: dict[str, float]  # during the outage
     glance_whole_gets_during: dict[str, int]
     edgecache_log: list[str]  # what edgecache logged while nova ran offline
@@ -318,6 +319,11 @@ def outage(nova_python: Path, world: World, edgecache: EdgecacheDaemon, scratch:
         )
         uplink = edgecache.health()["uplink"]
         data_requests = delta(data_results(edgecache), before)
+        # nova stops at the refused record; the data itself, asked for with the same token:
+        files = {
+            image.id: http("GET", f"{edgecache.url}/v2/images/{image.id}/file", token, timeout=30)
+            for image in (private_a, private_b)
+        }
         during = {image.id: whole_downloads(stack, image) for image in images}
         log = access_lines(edgecache, log_offset)
     finally:
@@ -331,6 +337,7 @@ def outage(nova_python: Path, world: World, edgecache: EdgecacheDaemon, scratch:
         after_warm,
         uplink,
         results,
+        files,
         data_requests,
         during,
         log,
@@ -371,3 +378,6 @@ def test_offline_private_images_never_asked_about_stay_refused(outage: Outage) -
         assert result["download"]["ok"] is False, (image.record["name"], result)
         assert result["download"]["error"] == "ImageNotFound", result
         assert result["download"]["file_exists"] is False
+        answer = outage.files[image.id]
+        assert answer.status == 404, (image.record["name"], answer.status, answer.body[:300])
+        assert image.data[:4096] not in answer.body
