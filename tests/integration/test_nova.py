@@ -8,9 +8,10 @@ member with a real Keystone token, with ``endpoint_override`` at a dedicated edg
 
 1. online, cold: the image comes from Glance through a fill (a miss);
 2. online again: a hit, with no new whole-image GET at Glance;
-3. after only an operator's ``edgecache warm`` (nothing else touched those images), with Glance
-   killed: a member of another project, known to edgecache from an earlier request but holding
-   a token issued during the outage, boots a public and a community image with exact bytes,
+3. on a fresh edgecache of its own, after only an operator's ``edgecache warm`` (nothing else
+   read those images, nor any schema or version document, through it), with Glance killed: a
+   member of another project, known to edgecache from one earlier record GET but holding a
+   token issued during the outage, boots a public and a community image with exact bytes,
    while private images that identity never asked about stay refused.
 
 Glance's access log counts 206 answers as downloads too, and edgecache asks Glance for its
@@ -107,13 +108,10 @@ def nova_python() -> Path:
     return venv / "bin" / "python"
 
 
-@pytest.fixture(scope="module")
-def edgecache(stack: OpenStackStack, integ_dir: Path) -> Iterator[EdgecacheDaemon]:
-    """This module's own edgecache (same name as the session one, so a failing test's report
-    ends with this daemon's log), knowing identities through Keystone."""
-    daemon = EdgecacheDaemon(
-        integ_dir / "edgecache-nova", stack.glance_url, keystone=stack.glance_service
-    )
+def own_edgecache(stack: OpenStackStack, base_dir: Path) -> Iterator[EdgecacheDaemon]:
+    """A fresh edgecache of our own in front of the stack's Glance, knowing identities
+    through Keystone (the ``[keystone]`` section, as the session one)."""
+    daemon = EdgecacheDaemon(base_dir, stack.glance_url, keystone=stack.glance_service)
     try:
         daemon.start()
     except StackError as exc:
@@ -122,6 +120,13 @@ def edgecache(stack: OpenStackStack, integ_dir: Path) -> Iterator[EdgecacheDaemo
         yield daemon
     finally:
         daemon.stop()
+
+
+@pytest.fixture(scope="module")
+def edgecache(stack: OpenStackStack, integ_dir: Path) -> Iterator[EdgecacheDaemon]:
+    """This module's edgecache for the online scenarios (the same fixture name as the session
+    one, so a failing test's report ends with this daemon's log)."""
+    yield from own_edgecache(stack, integ_dir / "edgecache-nova")
 
 
 @pytest.fixture(scope="module")
@@ -279,8 +284,9 @@ class Outage:
     edgecache_log: list[str]  # what edgecache logged while nova ran offline
 
 
-@pytest.fixture(scope="module")
-def outage(nova_python: Path, world: World, edgecache: EdgecacheDaemon, scratch: Path) -> Outage:
+def _run_outage(
+    nova_python: Path, world: World, edgecache: EdgecacheDaemon, scratch: Path
+) -> Outage:
     stack = world.stack
     public, community = world.new_image("public"), world.new_image("community")
     private_a = world.new_image("private")
@@ -289,10 +295,11 @@ def outage(nova_python: Path, world: World, edgecache: EdgecacheDaemon, scratch:
     private_b = Image(stack.create_image(own, "private-of-b", data), data)
     images = [public, community, private_a, private_b]
 
-    # B is known to edgecache: nova read another image's record through it before.
+    # B is known to edgecache: it read another image's record through it before (a plain
+    # GET, so that no schema or version document is read through this daemon before the
+    # warm).
     shared = world.images["shared"]
-    known = nova_boot(nova_python, stack, edgecache, world.b, own.value, [shared], scratch / "b")
-    assert known[shared.id]["show"]["ok"], known
+    http("GET", f"{edgecache.url}/v2/images/{shared.id}", own, expect={200})
 
     # The operator's prefetch, with an admin token; nothing else asks for these images.
     before_warm = data_results(edgecache)
@@ -314,6 +321,7 @@ def outage(nova_python: Path, world: World, edgecache: EdgecacheDaemon, scratch:
     stack.stop_glance(kill=True)  # the uplink is cut
     try:
         token = get_token(world.b).value  # issued during the outage: Keystone is at the edge
+        assert token != own.value  # a token string edgecache has never seen
         results = nova_boot(
             nova_python, stack, edgecache, world.b, token, images, scratch / "offline"
         )
@@ -344,40 +352,54 @@ def outage(nova_python: Path, world: World, edgecache: EdgecacheDaemon, scratch:
     )
 
 
-def test_the_operator_warm_filled_the_cache(outage: Outage) -> None:
-    assert outage.warm.returncode == 0, outage.warm.stdout + outage.warm.stderr
-    images = outage.bootable + outage.refused
-    assert outage.warm_data_requests == {"miss": len(images)}
-    assert outage.glance_whole_gets_after_warm == {image.id: 1 for image in images}
+class TestOfflineAfterOnlyAWarm:
+    """Its own fresh edgecache: before Glance goes, that daemon saw only its own start-up,
+    one record GET by B (so B's identity is known) and the operator's warm."""
 
+    @pytest.fixture(scope="class")
+    @classmethod
+    def edgecache(cls, stack: OpenStackStack, integ_dir: Path) -> Iterator[EdgecacheDaemon]:
+        yield from own_edgecache(stack, integ_dir / "edgecache-nova-offline")
 
-def test_offline_after_only_a_warm_nova_boots_public_and_community_images(
-    outage: Outage,
-) -> None:
-    assert outage.uplink_during == "down"
-    problems = {}
-    for image in outage.bootable:
-        try:
-            assert_booted(outage.results[image.id], image)
-        except AssertionError as exc:
-            problems[image.record["visibility"]] = str(exc)
-    assert not problems, (problems, "edgecache log during the outage:", outage.edgecache_log)
-    assert outage.data_requests.get("hit") == len(outage.bootable), outage.data_requests
-    assert "miss" not in outage.data_requests
-    assert "unavailable" not in outage.data_requests
-    assert outage.glance_whole_gets_during == outage.glance_whole_gets_after_warm
+    @pytest.fixture(scope="class")
+    @classmethod
+    def outage(
+        cls, nova_python: Path, world: World, edgecache: EdgecacheDaemon, scratch: Path
+    ) -> Outage:
+        return _run_outage(nova_python, world, edgecache, scratch)
 
+    def test_the_operator_warm_filled_the_cache(self, outage: Outage) -> None:
+        assert outage.warm.returncode == 0, outage.warm.stdout + outage.warm.stderr
+        images = outage.bootable + outage.refused
+        assert outage.warm_data_requests == {"miss": len(images)}
+        assert outage.glance_whole_gets_after_warm == {image.id: 1 for image in images}
 
-def test_offline_private_images_never_asked_about_stay_refused(outage: Outage) -> None:
-    """A's private image (Glance says 404 to B) and B's own private image (Glance would say
-    200, but never said it to B): edgecache cannot know, so nova gets Glance's 404."""
-    for image in outage.refused:
-        result = outage.results[image.id]
-        assert result["show"]["ok"] is False, (image.record["name"], result)
-        assert result["show"]["error"] == "ImageNotFound", result
-        assert result["download"]["ok"] is False, (image.record["name"], result)
-        assert result["download"]["error"] == "ImageNotFound", result
-        assert result["download"]["file_exists"] is False
-        answer = outage.files[image.id]
-        assert answer.status == 404, (image.record["name"], answer.status, answer.body[:300])
-        assert image.data[:4096] not in answer.body
+    def test_offline_after_only_a_warm_nova_boots_public_and_community_images(
+        self, outage: Outage
+    ) -> None:
+        assert outage.uplink_during == "down"
+        problems = {}
+        for image in outage.bootable:
+            try:
+                assert_booted(outage.results[image.id], image)
+            except AssertionError as exc:
+                problems[image.record["visibility"]] = str(exc)
+        assert not problems, (problems, "edgecache log during the outage:", outage.edgecache_log)
+        assert outage.data_requests.get("hit") == len(outage.bootable), outage.data_requests
+        assert "miss" not in outage.data_requests
+        assert "unavailable" not in outage.data_requests
+        assert outage.glance_whole_gets_during == outage.glance_whole_gets_after_warm
+
+    def test_offline_private_images_never_asked_about_stay_refused(self, outage: Outage) -> None:
+        """A's private image (Glance says 404 to B) and B's own private image (Glance would say
+        200, but never said it to B): edgecache cannot know, so nova gets Glance's 404."""
+        for image in outage.refused:
+            result = outage.results[image.id]
+            assert result["show"]["ok"] is False, (image.record["name"], result)
+            assert result["show"]["error"] == "ImageNotFound", result
+            assert result["download"]["ok"] is False, (image.record["name"], result)
+            assert result["download"]["error"] == "ImageNotFound", result
+            assert result["download"]["file_exists"] is False
+            answer = outage.files[image.id]
+            assert answer.status == 404, (image.record["name"], answer.status, answer.body[:300])
+            assert image.data[:4096] not in answer.body
