@@ -13,10 +13,6 @@ member with a real Keystone token, with ``endpoint_override`` at a dedicated edg
    member of another project, known to edgecache from one earlier record GET but holding a
    token issued during the outage, boots a public and a community image with exact bytes,
    while private images that identity never asked about stay refused.
-
-Glance's access log counts 206 answers as downloads too, and edgecache asks Glance for its
-download decision with a one-byte Range GET, so the "did Glance send the image" counts here
-are of whole-image GETs (status 200) only.
 """
 
 from __future__ import annotations
@@ -26,7 +22,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -188,28 +183,6 @@ def delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float]
     return {key: value for key, value in changes.items() if value}
 
 
-_WHOLE_GET = re.compile(r'"GET (?P<path>[^ ?"]+)\S* HTTP/[0-9.]+" 200 ')
-
-
-def whole_downloads(
-    stack: OpenStackStack, image: Image, *, at_least: int = 0, timeout: float = 10
-) -> int:
-    """How many GETs of the image's data Glance answered with 200 (the whole image; its 206s
-    are edgecache's one-byte download checks). gunicorn logs a line after the last byte, so
-    with ``at_least`` wait briefly for late lines."""
-    path = f"/v2/images/{image.id}/file"
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            lines = stack.glance_access_log.read_text(errors="replace").splitlines()
-        except FileNotFoundError:
-            lines = []
-        count = sum(1 for line in lines if (m := _WHOLE_GET.search(line)) and m["path"] == path)
-        if count >= at_least or time.monotonic() >= deadline:
-            return count
-        time.sleep(0.05)
-
-
 def access_lines(edgecache: EdgecacheDaemon, offset: int) -> list[str]:
     """edgecache's log lines written since ``offset`` (a byte offset into its log)."""
     with edgecache.log_path.open("rb") as log:
@@ -241,7 +214,7 @@ def cold(nova_python: Path, world: World, edgecache: EdgecacheDaemon, scratch: P
         image,
         results[image.id],
         delta(data_results(edgecache), before),
-        whole_downloads(world.stack, image, at_least=1),
+        world.stack.count_image_downloads(image.id, at_least=1),
     )
 
 
@@ -263,7 +236,7 @@ def test_online_again_nova_boots_from_the_cache(
     assert delta(data_results(edgecache), before) == {"hit": 1}
     # Glance sent the whole image once, for the fill; nothing since (a wrong second whole
     # GET would be logged within moments: wait a second for it).
-    assert whole_downloads(world.stack, cold.image, at_least=2, timeout=1) == 1
+    assert world.stack.count_image_downloads(cold.image.id, at_least=2, timeout=1) == 1
 
 
 # -- 3: offline after only a warm -----------------------------------------------------------
@@ -314,7 +287,7 @@ def _run_outage(
         timeout=300,
     )
     warm_data_requests = delta(data_results(edgecache), before_warm)
-    after_warm = {image.id: whole_downloads(stack, image, at_least=1) for image in images}
+    after_warm = {image.id: stack.count_image_downloads(image.id, at_least=1) for image in images}
 
     before = data_results(edgecache)
     log_offset = edgecache.log_path.stat().st_size
@@ -332,7 +305,7 @@ def _run_outage(
             image.id: http("GET", f"{edgecache.url}/v2/images/{image.id}/file", token, timeout=30)
             for image in (private_a, private_b)
         }
-        during = {image.id: whole_downloads(stack, image) for image in images}
+        during = {image.id: stack.count_image_downloads(image.id) for image in images}
         log = access_lines(edgecache, log_offset)
     finally:
         stack.start_glance()
