@@ -6,6 +6,8 @@ from collections.abc import Mapping
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from edgecache import __version__
+
 # RFC 9110 7.6.1 connection-specific headers, plus those aiohttp computes itself.
 HOP_BY_HOP = frozenset(
     h.lower()
@@ -23,6 +25,9 @@ HOP_BY_HOP = frozenset(
     )
 )
 REQUEST_ID = "X-Openstack-Request-Id"
+# The User-Agent of requests edgecache makes for itself (probes, revalidation, prefetch); on
+# behalf of a caller it sends the caller's own.
+OWN_USER_AGENT = f"edgecache/{__version__}"
 AUTH_TOKEN = "X-Auth-Token"
 # What an authorization check or a fill carries upstream on behalf of the caller.
 _IDENTITY_HEADERS = (
