@@ -29,17 +29,24 @@ REQUEST_ID = "X-Openstack-Request-Id"
 # behalf of a caller it sends the caller's own.
 OWN_USER_AGENT = f"edgecache/{__version__}"
 AUTH_TOKEN = "X-Auth-Token"
-# What an authorization check or a fill carries upstream on behalf of the caller.
-_IDENTITY_HEADERS = (
-    AUTH_TOKEN,
-    REQUEST_ID,
-    "Accept",  # Glance words its errors in the format the caller accepts
-    "X-Service-Token",
-    "X-Roles",
-    "X-Project-Id",
-    "X-Identity-Status",
-    "X-User-Id",
-    "X-Tenant-Id",
+USER_AGENT = "User-Agent"
+# Headers that belong to one particular request rather than to the caller: not carried by the
+# requests edgecache makes on the caller's behalf (the record GET that authorizes a download, a
+# fill, a remembered document). Accept-Encoding too: edgecache reads, verifies and keeps those
+# answers and gives them to other callers, so it asks for them as they are (no coding).
+_REQUEST_SPECIFIC = frozenset(
+    h.lower()
+    for h in (
+        "Range",
+        "If-Range",
+        "Content-Range",
+        "If-Match",
+        "If-None-Match",
+        "If-Modified-Since",
+        "If-Unmodified-Since",
+        "Expect",
+        "Accept-Encoding",
+    )
 )
 
 
@@ -59,8 +66,21 @@ def forwardable(headers: Mapping[str, str]) -> CIMultiDict[str]:
 
 
 def identity(headers: Mapping[str, str]) -> dict[str, str]:
-    """The caller's credentials, request id and Accept, for requests on its behalf."""
-    return {name: headers[name] for name in _IDENTITY_HEADERS if name in headers}
+    """What requests on the caller's behalf carry: everything the caller sent (credentials,
+    request id, Accept, User-Agent...) but hop-by-hop and request-specific headers."""
+    return {
+        name: value
+        for name, value in forwardable(headers).items()
+        if name.lower() not in _REQUEST_SPECIFIC
+    }
+
+
+def as_edgecache(headers: Mapping[str, str]) -> dict[str, str]:
+    """The caller's headers with edgecache's User-Agent, for a request edgecache makes of its
+    own accord with the caller's credentials (a prefetch)."""
+    own = {name: value for name, value in headers.items() if name.lower() != USER_AGENT.lower()}
+    own[USER_AGENT] = OWN_USER_AGENT
+    return own
 
 
 def _getall(headers: Mapping[str, str], name: str) -> list[str]:

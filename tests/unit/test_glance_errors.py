@@ -12,7 +12,8 @@ from edgecache.glance_errors import GlanceError, preferred_offer
 @pytest.mark.parametrize(
     ("accept", "offer"),
     [
-        (None, "text/html"),
+        (None, None),  # Glance 33 answers plain text to a caller that sent no Accept
+        ("", None),
         ("*/*", "text/html"),  # python-glanceclient
         ("application/json", "application/json"),  # keystoneauth clients
         ("application/json, */*;q=0.1", "application/json"),
