@@ -29,7 +29,7 @@ class PoolExhausted(Exception):
     def __init__(self, pool: str, limit: int, waited: float) -> None:
         super().__init__(
             f"all {limit} upstream connections for {_CARRIES.get(pool, pool)} stayed in use "
-            f"for {waited:.0f} seconds"
+            f"for {waited:.1f} seconds"
         )
         self.pool = pool
         self.limit = limit
