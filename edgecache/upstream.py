@@ -146,22 +146,32 @@ class Upstream:
         """The endpoint requests go to now."""
         return self.endpoints[self._active]
 
-    @asynccontextmanager
-    async def request(
+    def request(
         self,
         method: str,
         path_qs: str,
         headers: Mapping[str, str],
         data: Any = None,
+    ) -> AbstractAsyncContextManager[aiohttp.ClientResponse]:
+        """A streaming request, on a connection of the pool its path belongs to (pool_for)."""
+        return self._request(pool_for(path_qs), method, path_qs, headers, data)
+
+    @asynccontextmanager
+    async def _request(
+        self,
+        pool: str,
+        method: str,
+        path_qs: str,
+        headers: Mapping[str, str],
+        data: Any = None,
     ) -> AsyncIterator[aiohttp.ClientResponse]:
-        """A streaming request. Raises UplinkDown at once while the uplink is known down, and
-        PoolExhausted if no connection of its pool comes free in time.
+        """Raises UplinkDown at once while the uplink is known down, and PoolExhausted if no
+        connection of `pool` comes free in time.
 
         Only getting an answer counts for the uplink's state: a break while the body streams
         shows on the next request (a resume, say).
         """
         self.uplink.check()
-        pool = pool_for(path_qs)
         async with (
             self._pools[pool].slot(),
             self._answer(pool, method, path_qs, headers, data) as response,
@@ -213,8 +223,10 @@ class Upstream:
             return
 
     async def fetch(self, path_qs: str, headers: Mapping[str, str]) -> UpstreamAnswer:
-        """GET a small document and read it whole."""
-        async with self.request("GET", path_qs, headers) as response:
+        """GET a small document and read it whole, on a metadata connection: also the one-byte
+        GET of an image's data that asks Glance's download decision, so that fills can never
+        hold up an authorization."""
+        async with self._request(METADATA_POOL, "GET", path_qs, headers) as response:
             body = await response.read()
             return UpstreamAnswer(response.status, response.headers, body)
 

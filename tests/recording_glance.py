@@ -1,7 +1,8 @@
 """A minimal Glance that records every request's headers exactly as they arrived on the wire.
 
 It answers each route of the Glance API edgecache handles with a plausible document (one
-public image), and lets a test hold image data transfers open (`hold_data`) to fill a pool.
+public image), serves single byte ranges as Glance does, and lets a test hold image data
+transfers of more than one byte open (`hold_data`) to fill a pool.
 """
 
 from __future__ import annotations
@@ -97,12 +98,19 @@ class RecordingGlance:
         return web.json_response({"members": [], "schema": "/v2/schemas/members"})
 
     async def _data(self, request: web.Request) -> web.StreamResponse:
-        response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
-        response.content_length = len(IMAGE_DATA)
+        body, status, headers = IMAGE_DATA, 200, {"Content-Type": "application/octet-stream"}
+        if "Range" in request.headers:
+            wanted = request.http_range
+            start, stop = wanted.start or 0, min(wanted.stop or len(body), len(body))
+            headers["Content-Range"] = f"bytes {start}-{stop - 1}/{len(body)}"
+            body, status = body[start:stop], 206
+        response = web.StreamResponse(status=status, headers=headers)
+        response.content_length = len(body)
         await response.prepare(request)
-        self.data_started += 1
-        await self.data_released.wait()
-        await response.write(IMAGE_DATA)
+        if len(body) > 1:
+            self.data_started += 1
+            await self.data_released.wait()
+        await response.write(body)
         await response.write_eof()
         return response
 

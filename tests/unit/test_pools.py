@@ -92,9 +92,10 @@ async def recording() -> AsyncIterator[tuple[RecordingGlance, TestServer]]:
 async def test_data_streams_cannot_starve_authorizations(
     recording: tuple[RecordingGlance, TestServer], tmp_path: Path
 ) -> None:
-    """Two Range requests hold both data connections; a third waits `pool_wait` and gets a
-    503 with Retry-After in Glance's JSON shape, while record GETs (the authorization of every
-    download) still get through; the uplink stays up; the held transfers complete."""
+    """Two Range requests hold both data connections; a third is authorized (record GET and
+    the one-byte download check, on metadata connections), waits `pool_wait` for a data
+    connection and gets a 503 with Retry-After in Glance's JSON shape, while record GETs still
+    get through; the uplink stays up; the held transfers complete."""
     glance, upstream = recording
     edge = await start_edgecache(
         str(upstream.make_url("")).rstrip("/"),
@@ -110,13 +111,16 @@ async def test_data_streams_cannot_starve_authorizations(
     async with aiohttp.ClientSession() as client:
         held = [await client.get(url, headers=ranged) for _ in range(2)]
         try:
-            assert [response.status for response in held] == [200, 200]  # Glance's answer
+            assert [response.status for response in held] == [206, 206]  # Glance's answer
             async with client.get(url, headers=ranged) as refused:
                 assert refused.status == 503
                 assert refused.headers["Retry-After"].isdigit()
                 body = json.loads(await refused.read())
             assert body["code"] == "503 Service Unavailable"
             assert "all 2 upstream connections for image data" in body["message"]
+            # ...after Glance's download decision, asked on a metadata connection
+            checks = [r for r in glance.requests if ("Range", "bytes=0-0") in r.headers]
+            assert len(checks) == 3
             for _ in range(5):  # more than metadata_connections, one after the other
                 async with client.get(edge.make_url(f"/v2/images/{IMAGE_ID}"), headers=TOKEN) as r:
                     assert r.status == 200
@@ -132,4 +136,4 @@ async def test_data_streams_cannot_starve_authorizations(
             for response in held:
                 response.release()
     await edge.close()
-    assert bodies == [IMAGE_DATA, IMAGE_DATA]
+    assert bodies == [IMAGE_DATA[:100], IMAGE_DATA[:100]]
