@@ -155,6 +155,10 @@ async def after_clients_left(daemon: Daemon) -> tuple[int, int, int]:
     return inbound, outbound, len(files)
 
 
+def _pool(metrics: dict[str, float], name: str, pool: str) -> str:
+    return f"{metrics.get(f'edgecache_upstream_pool_{name}{{pool={pool}}}', 0):.0f}"
+
+
 async def test_soak(
     glance: FakeGlance,
     upstream_server: UpstreamServer,
@@ -205,8 +209,9 @@ async def test_soak(
         f"errors; mix {dict(soak.kinds)}; sources {dict(soak.sources)}; fills {fills:.0f}, "
         f"evictions {metrics.get('edgecache_evictions_total', 0):.0f}; peak RSS {peak_mib:.0f} "
         f"MiB ({soak.rss_samples} samples); peak upstream connections {soak.peak_upstream} "
-        f"(waited for one {metrics.get('edgecache_upstream_pool_wait_seconds_count', 0):.0f} "
-        f"times, refused {metrics.get('edgecache_upstream_pool_refusals_total', 0):.0f}); "
+        f"(waits for one: data {_pool(metrics, 'wait_seconds_count', 'data')}, metadata "
+        f"{_pool(metrics, 'wait_seconds_count', 'metadata')}; refused "
+        f"{metrics.get('edgecache_upstream_pool_refusals_total', 0):.0f}); "
         f"afterwards {inbound} client connections, "
         f"{files_open} blob/partial files open, {outbound} pooled upstream connections; "
         f"exit {exit_code}"
