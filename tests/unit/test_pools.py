@@ -32,11 +32,12 @@ async def test_a_full_pool_serves_first_come_first_then_refuses_at_the_deadline(
     metrics = Metrics()
     pool = ConnectionPool(DATA_POOL, 1, 0.2, metrics)
     order: list[str] = []
-    holder_may_leave = asyncio.Event()
+    holding, holder_may_leave = asyncio.Event(), asyncio.Event()
 
     async def hold() -> None:
         async with pool.slot():
             order.append("holder")
+            holding.set()
             await holder_may_leave.wait()
 
     async def queue(name: str) -> None:
@@ -44,18 +45,19 @@ async def test_a_full_pool_serves_first_come_first_then_refuses_at_the_deadline(
             order.append(name)
 
     holder = asyncio.create_task(hold())
-    await asyncio.sleep(0)  # let the holder take the only connection
+    await holding.wait()
     assert sample(metrics, "edgecache_upstream_connections_in_use", DATA_POOL) == 1
     first, second = asyncio.create_task(queue("first")), asyncio.create_task(queue("second"))
-    await asyncio.sleep(0)  # both are now in line
+    await asyncio.sleep(0)  # one turn of the loop: both run until they wait in line
     holder_may_leave.set()
     await asyncio.gather(holder, first, second)
     assert order == ["holder", "first", "second"]
     assert sample(metrics, "edgecache_upstream_pool_wait_seconds_count", DATA_POOL) == 2
 
+    holding.clear()
     holder_may_leave.clear()
     holder = asyncio.create_task(hold())
-    await asyncio.sleep(0)
+    await holding.wait()
     with pytest.raises(PoolExhausted, match=r"all 1 upstream connections for image data"):
         await queue("too late")
     holder_may_leave.set()
