@@ -67,12 +67,24 @@ def forwardable(headers: Mapping[str, str]) -> CIMultiDict[str]:
 
 def identity(headers: Mapping[str, str]) -> dict[str, str]:
     """What requests on the caller's behalf carry: everything the caller sent (credentials,
-    request id, Accept, User-Agent...) but hop-by-hop and request-specific headers."""
-    return {
-        name: value
-        for name, value in forwardable(headers).items()
-        if name.lower() not in _REQUEST_SPECIFIC
-    }
+    request id, Accept, User-Agent...) but hop-by-hop and request-specific headers.
+
+    The names edgecache reads from it are spelt as edgecache spells them, however the caller
+    wrote them (HTTP/2 proxies send them in lower case); a header sent twice is one, its
+    values joined by commas as RFC 9110 5.3 allows (and as Glance's WSGI server does).
+    """
+    out: dict[str, str] = {}
+    spelt: dict[str, str] = {}
+    for name, value in forwardable(headers).items():
+        lowered = name.lower()
+        if lowered in _REQUEST_SPECIFIC:
+            continue
+        name = spelt.setdefault(lowered, _READ_BY_EDGECACHE.get(lowered, name))
+        out[name] = f"{out[name]}, {value}" if name in out else value
+    return out
+
+
+_READ_BY_EDGECACHE = {name.lower(): name for name in (AUTH_TOKEN, REQUEST_ID, USER_AGENT)}
 
 
 def as_edgecache(headers: Mapping[str, str]) -> dict[str, str]:
