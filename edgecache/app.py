@@ -10,6 +10,7 @@ from aiohttp import web
 
 from edgecache.api import admin, cache_admin
 from edgecache.api.admin import admin_socket_only
+from edgecache.api.busy import BUSY_LOG, busy_log, refuse_when_busy
 from edgecache.api.data import image_file
 from edgecache.api.metadata import image_list, image_members, image_record, schema
 from edgecache.api.ops import healthz, metrics
@@ -21,7 +22,7 @@ from edgecache.bootdocs import BootDocuments
 from edgecache.config import Settings
 from edgecache.keystone import Keystone
 from edgecache.metrics import Metrics
-from edgecache.observe import observe_requests
+from edgecache.observe import add_request_id, observe_requests
 from edgecache.prefetch import Prefetcher
 from edgecache.recall import Recall
 from edgecache.revalidate import Revalidator
@@ -34,9 +35,13 @@ TOKEN_KEY_FILE = "token-hash.key"
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(client_max_size=0, middlewares=[admin_socket_only, observe_requests])
+    app = web.Application(
+        client_max_size=0, middlewares=[admin_socket_only, observe_requests, refuse_when_busy]
+    )
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
+    app[BUSY_LOG] = busy_log()
+    app.on_response_prepare.append(add_request_id)
     app.cleanup_ctx.append(systemd_notify_ctx)  # first: its watchdog pings outlive _components
     app.cleanup_ctx.append(_components)
     router = app.router

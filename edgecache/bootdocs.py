@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 
 from edgecache.auth import Authority
+from edgecache.headers import OWN_USER_AGENT
 from edgecache.keystone import KEYSTONE_ERRORS, Keystone, describe
 from edgecache.recall import Recall
 
@@ -32,12 +33,14 @@ class BootDocuments:
     async def refresh(self) -> None:
         """Ask Glance for each boot document now, so that the cache holds its latest answer."""
         try:
-            anonymous = self._authority.caller({})
+            anonymous = self._authority.caller({"User-Agent": OWN_USER_AGENT})
             for path in VERSION_DOCUMENTS:
                 await self._recall.refresh(path, anonymous)
             if self._keystone is None:
                 return
-            service = self._authority.caller({"X-Auth-Token": await self._keystone.token()})
+            service = self._authority.caller(
+                {"X-Auth-Token": await self._keystone.token(), "User-Agent": OWN_USER_AGENT}
+            )
             for path in SCHEMAS:
                 await self._recall.refresh(path, service)
         except KEYSTONE_ERRORS as exc:

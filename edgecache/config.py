@@ -96,6 +96,9 @@ class Settings:
     connect_timeout: float = 5.0
     read_timeout: float = 30.0
     failures_to_offline: int = 2
+    data_connections: int = 16
+    metadata_connections: int = 32
+    pool_wait: float = 10.0
     probe_interval: float = 2.0
     decision_ttl: float = 12 * 3600.0
     reuse_decisions_for: float = 0.0
@@ -160,6 +163,9 @@ TOML_KEYS: dict[str, dict[str, str]] = {
         "stall_timeout": "stall_timeout",
         "failures_to_offline": "failures_to_offline",
         "probe_interval": "probe_interval",
+        "data_connections": "data_connections",
+        "metadata_connections": "metadata_connections",
+        "pool_wait": "pool_wait",
     },
     "server": {
         "listen": "listen",
@@ -256,7 +262,12 @@ def _coerce(attr: str, key: str, value: Any) -> dict[str, Any]:
         if not isinstance(value, bool):
             raise ConfigError(key, f"expected true or false, got {value!r}")
         return {attr: value}
-    if attr in ("failures_to_offline", "prefetch_parallel"):
+    if attr in (
+        "failures_to_offline",
+        "prefetch_parallel",
+        "data_connections",
+        "metadata_connections",
+    ):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(key, f"expected a whole number >= 1, got {value!r}")
         return {attr: value}
@@ -268,6 +279,7 @@ def _coerce(attr: str, key: str, value: Any) -> dict[str, Any]:
         "decision_ttl",
         "shutdown_timeout",
         "client_idle_timeout",
+        "pool_wait",
     ):
         return {attr: _seconds(key, value, allow_zero=False)}
     if attr in ("reverify_after", "reuse_decisions_for"):

@@ -24,6 +24,7 @@ from edgecache.headers import REQUEST_ID, forwardable
 from edgecache.images import ImageRecord
 from edgecache.lru import LruDict
 from edgecache.metrics import Metrics
+from edgecache.pools import PoolExhausted
 from edgecache.singleflight import SingleFlight
 from edgecache.store.db import best_effort
 from edgecache.store.documents import SHARED_SCOPE, Document, DocumentStore
@@ -88,10 +89,30 @@ def not_a_record() -> Answer:
 
 
 def uplink_down(what: str) -> Answer:
+    """503 for `what` (a noun phrase: "the data of image X"), which only Glance can give now."""
     return refusal(
         503,
-        f"The regional image service cannot be reached from this edge site; {what} "
-        "cannot be answered from this site's cache. Try again when the uplink is back.",
+        f"{what[:1].upper()}{what[1:]} is not in the cache of this edge site, and the regional "
+        "image service cannot be reached from here to ask for it. "
+        "Try again when the uplink is back.",
+    )
+
+
+def upstream_unreachable(method: str, path: str) -> Answer:
+    """503 for a request that only Glance can answer (a write, say) while it cannot be reached."""
+    return refusal(
+        503,
+        f"The regional image service cannot be reached from this edge site, and only it can "
+        f"answer {method} {path}. Try again when the uplink is back.",
+    )
+
+
+def upstream_busy(exhausted: PoolExhausted) -> Answer:
+    """503 for a request that waited too long for a connection to Glance."""
+    return refusal(
+        503,
+        f"This edge site is too busy to ask the regional image service now: {exhausted}. "
+        "Try again in a few seconds.",
     )
 
 
@@ -326,6 +347,6 @@ class Recall:
                 return refusal(decision, _REFUSALS.get(decision, "").format(image_id=image_id))
         document = await self._documents.get(scope, path_qs)
         if document is None:
-            return uplink_down("this answer")
+            return uplink_down(f"the answer to GET {path_qs}")
         headers = CIMultiDict({"Content-Type": document.content_type})
         return Answer(document.status, document.body, headers, age=document.age, uplink_down=True)

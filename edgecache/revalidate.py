@@ -16,8 +16,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from edgecache.headers import OWN_USER_AGENT
 from edgecache.keystone import Keystone
 from edgecache.metrics import Metrics
+from edgecache.pools import PoolExhausted
 from edgecache.store.documents import SHARED_SCOPE, Document
 from edgecache.store.evict import Evictor
 from edgecache.store.index import Index
@@ -54,13 +56,24 @@ class Revalidator:
 
     async def run(self) -> None:
         await self._index.decisions.purge_expired()
-        headers = {"X-Auth-Token": await self._keystone.token()}
+        headers = {"X-Auth-Token": await self._keystone.token(), "User-Agent": OWN_USER_AGENT}
         image_ids = await self._index.documents.image_ids()
         try:
             for image_id in image_ids:
                 await self._revalidate(image_id, headers)
         except TRANSIENT_ERRORS as exc:
-            log.warning("revalidation interrupted by the uplink: %r", exc)
+            log.warning(
+                "revalidation of remembered image records was interrupted by the uplink (%s); "
+                "it runs again the next time the uplink comes back",
+                str(exc) or type(exc).__name__,
+            )
+            return
+        except PoolExhausted as exc:
+            log.warning(
+                "revalidation of remembered image records stopped: %s; it runs again the next "
+                "time the uplink comes back",
+                exc,
+            )
             return
         finally:
             self._forget_recent()
