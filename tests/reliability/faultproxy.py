@@ -57,9 +57,7 @@ class RequestHead:
     @property
     def is_data(self) -> bool:
         """A transfer of image data (not edgecache's one-byte download check)."""
-        return (
-            self.image_id is not None and self.path.endswith("/file") and not self.download_check
-        )
+        return self.image_id is not None and self.path.endswith("/file") and not self.download_check
 
 
 @dataclass(frozen=True)
