@@ -14,10 +14,19 @@ from edgecache.api.metadata import image_list, image_members, image_record, sche
 from edgecache.api.ops import healthz, metrics
 from edgecache.api.proxy import passthrough
 from edgecache.api.versions import versions
-from edgecache.appkeys import AUTHORITY, CACHE, METRICS, PREFETCHER, RECALL, SETTINGS, UPSTREAM
+from edgecache.appkeys import (
+    AUTHORITY,
+    CACHE,
+    KEYSTONE_SESSION,
+    METRICS,
+    PREFETCHER,
+    RECALL,
+    SETTINGS,
+    UPSTREAM,
+)
 from edgecache.auth import Authority, TokenHasher
 from edgecache.config import Settings
-from edgecache.keystone import Keystone
+from edgecache.keystone import Keystone, keystone_session
 from edgecache.metrics import Metrics
 from edgecache.observe import observe_requests
 from edgecache.prefetch import Prefetcher
@@ -70,7 +79,9 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
         app[CACHE] = cache
         await cache.index.decisions.purge_expired()
         credentials = settings.service_credentials
-        keystone = Keystone(credentials, upstream.session) if credentials else None
+        if credentials is not None:
+            app[KEYSTONE_SESSION] = keystone_session(settings)
+        keystone = Keystone(credentials, app[KEYSTONE_SESSION]) if credentials else None
         app[AUTHORITY] = Authority(
             decisions=cache.index.decisions,
             documents=cache.index.documents,
@@ -103,6 +114,8 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
             await app[PREFETCHER].close()
             await app[CACHE].close()
     finally:
+        if KEYSTONE_SESSION in app:
+            await app[KEYSTONE_SESSION].close()
         await upstream.close()
 
 

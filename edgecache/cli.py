@@ -12,7 +12,7 @@ from typing import Any
 
 import aiohttp
 
-from edgecache import __version__, server
+from edgecache import __version__, server, tls
 from edgecache.admin_client import AdminClient, AdminError
 from edgecache.config import ConfigError, Settings, load_settings, resolve_config_path
 from edgecache.console import human_age, human_duration, human_size, table
@@ -36,6 +36,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--upstream",
         help="the regional glance-api URL; more, comma-separated, are fallbacks in order",
+    )
+    serve.add_argument(
+        "--upstream-ca-file",
+        help="CA bundle (file or directory) the upstream's certificate is checked against",
+    )
+    serve.add_argument("--upstream-client-cert", help="client certificate (PEM) for the upstream")
+    serve.add_argument("--upstream-client-key", help="its private key (PEM)")
+    serve.add_argument(
+        "--upstream-verify",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="verify the upstream's certificate and name (default: yes; no is for labs only)",
     )
     serve.add_argument("--listen", help="HOST:PORT to serve on (default 127.0.0.1:9292)")
     serve.add_argument("--cache-dir", help="where cached images and the index live")
@@ -110,8 +122,14 @@ def _settings(args: argparse.Namespace) -> Settings:
             "cache_dir": args.cache_dir,
             "max_size": args.max_size,
             "log_format": args.log_format,
+            "upstream_ca_file": args.upstream_ca_file,
+            "upstream_client_cert": args.upstream_client_cert,
+            "upstream_client_key": args.upstream_client_key,
+            "upstream_verify": args.upstream_verify,
         }
-        return load_settings(resolve_config_path(args.config), overrides)
+        settings = load_settings(resolve_config_path(args.config), overrides)
+        tls.check(settings)
+        return settings
     overrides = {"admin_socket_path": args.socket}
     return load_settings(resolve_config_path(args.config), overrides, require_upstream=False)
 
@@ -144,6 +162,7 @@ def _print_status(status: dict[str, Any]) -> None:
     lines = [
         ("upstream", status["upstream"]),
         ("uplink", f"{status['uplink']} (since {since})"),
+        *([("why", status["uplink_reason"])] if status.get("uplink_reason") else []),
         (
             "cache",
             f"{human_size(size)} of {human_size(capacity)} ({100 * size / capacity:.1f}%), "
@@ -230,4 +249,5 @@ def _own_endpoint(settings: Settings) -> str:
         host = "127.0.0.1"
     if ":" in host:
         host = f"[{host}]"
-    return f"http://{host}:{settings.listen_port}"
+    scheme = "https" if settings.tls_cert else "http"
+    return f"{scheme}://{host}:{settings.listen_port}"

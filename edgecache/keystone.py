@@ -14,7 +14,8 @@ from datetime import datetime
 
 import aiohttp
 
-from edgecache.config import ServiceCredentials
+from edgecache.config import ServiceCredentials, Settings
+from edgecache.tls import ClientTls, client_context, warn_if_unverified
 from edgecache.upstream import TRANSIENT_ERRORS
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,18 @@ class Keystone:
                     f"Keystone refused the service credentials ({response.status})"
                 )
             return response.headers["X-Subject-Token"], _token_info(await response.json())
+
+
+def keystone_session(settings: Settings) -> aiohttp.ClientSession:
+    """A session of its own: Keystone has its own CA, client certificate and verify setting."""
+    tls = ClientTls.keystone(settings)
+    warn_if_unverified(tls, (settings.keystone_url or "",))
+    timeout = aiohttp.ClientTimeout(
+        total=None, sock_connect=settings.connect_timeout, sock_read=settings.read_timeout
+    )
+    return aiohttp.ClientSession(
+        timeout=timeout, connector=aiohttp.TCPConnector(ssl=client_context(tls))
+    )
 
 
 def _token_info(body: dict[str, object]) -> TokenInfo:

@@ -46,6 +46,14 @@ class Metrics:
             ["endpoint"],
             registry=r,
         )
+        self.upstream_failures = Counter(
+            "edgecache_upstream_failures",
+            "Upstream requests and probes that got no usable answer, by reason",
+            # tls_untrusted, tls_expired, tls_hostname, tls_client_certificate, tls_handshake,
+            # connect, timeout, disconnected, broken, unavailable
+            ["reason"],
+            registry=r,
+        )
         self.data_requests = Counter(
             "edgecache_data_requests",
             "Image data requests by how they were answered",

@@ -23,7 +23,9 @@ from multidict import CIMultiDictProxy
 
 from edgecache.config import Settings
 from edgecache.metrics import Metrics
+from edgecache.tls import ClientTls, client_context, warn_if_unverified
 from edgecache.uplink import Uplink, UplinkDown
+from edgecache.upstream_failures import FailureExplainer
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +71,15 @@ class Upstream:
         self._probe_interval = settings.probe_interval
         self._session: aiohttp.ClientSession | None = None
         self._metrics = metrics
+        self._tls = ClientTls.upstream(settings)
+        self._ssl_context = client_context(self._tls)
+        self._failures = FailureExplainer(
+            context=self._ssl_context,
+            section="upstream",
+            has_client_certificate=self._tls.client_cert is not None,
+            timeout=settings.connect_timeout,
+            metrics=metrics,
+        )
         self._on_fallback = asyncio.Event()
         self._failback: asyncio.Task[None] | None = None
         self.uplink = Uplink(
@@ -80,11 +91,12 @@ class Upstream:
         self._publish_active()
 
     async def start(self) -> None:
+        warn_if_unverified(self._tls, self.endpoints)
         self._session = aiohttp.ClientSession(
             timeout=self._timeout,
             auto_decompress=False,
             read_bufsize=_READ_BUFFER,
-            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=60),
+            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=60, ssl=self._ssl_context),
         )
         self.uplink.start()
         if len(self.endpoints) > 1:
@@ -138,7 +150,7 @@ class Upstream:
                     allow_redirects=False,
                 )
             except TRANSIENT_ERRORS as exc:
-                failure = f"{method} {path_qs.split('?')[0]}: {exc!r}"
+                failure = (await self._failures.explain(self.endpoints[index], exc)).sentence
                 self._give_up_on(index)
                 if more_to_try:
                     continue
@@ -147,7 +159,9 @@ class Upstream:
             finally:
                 self._metrics.upstream_duration.labels(method).observe(time.monotonic() - started)
             if response.status in UNAVAILABLE_STATUSES:
-                failure = f"{method} {path_qs.split('?')[0]}: {response.status}"
+                failure = self._failures.unavailable(
+                    self.endpoints[index], response.status
+                ).sentence
                 self._give_up_on(index)
                 if more_to_try:
                     response.release()
@@ -155,6 +169,7 @@ class Upstream:
                 self.uplink.record_failure(failure)
             else:
                 self._use(index)
+                self._failures.answered(self.endpoints[index])
                 self.uplink.record_success()
             try:
                 yield response
@@ -201,13 +216,20 @@ class Upstream:
             self._metrics.upstream_active.labels(endpoint).set(int(index == self._active))
 
     async def _answers(self, index: int) -> bool:
+        endpoint = self.endpoints[index]
         try:
             async with self.session.get(
-                self.endpoints[index] + "/versions", timeout=self._probe_timeout
+                endpoint + "/versions", timeout=self._probe_timeout
             ) as response:
-                return response.status not in UNAVAILABLE_STATUSES
-        except TRANSIENT_ERRORS:
+                if response.status in UNAVAILABLE_STATUSES:
+                    failure = self._failures.unavailable(endpoint, response.status)
+                    self.uplink.note_probe_failure(failure.sentence)
+                    return False
+        except TRANSIENT_ERRORS as exc:
+            self.uplink.note_probe_failure((await self._failures.explain(endpoint, exc)).sentence)
             return False
+        self._failures.answered(endpoint)
+        return True
 
     async def _probe_all(self) -> bool:
         """For the uplink while it is down: is any endpoint answering? (It becomes active.)"""
