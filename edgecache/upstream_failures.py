@@ -74,7 +74,7 @@ class FailureExplainer:
         return failure
 
     def unavailable(self, endpoint: str, status: int) -> Failure:
-        failure = Failure("unavailable", f"{endpoint} answered {status}")
+        failure = Failure("unavailable", f"the server at {endpoint} answered {status}")
         self._count(endpoint, failure)
         return failure
 
@@ -87,7 +87,10 @@ class FailureExplainer:
         if not failure.is_tls or self._reported.get(endpoint) == failure:
             return
         self._reported[endpoint] = failure
-        log.error("%s; requests that need the upstream fail until this is fixed.", failure.sentence)
+        log.error(
+            "%s. Requests that need it fail until this is fixed.",
+            failure.sentence[0].upper() + failure.sentence[1:],
+        )
 
     async def _describe(self, endpoint: str, exc: BaseException, known: Failure | None) -> Failure:
         if isinstance(exc, aiohttp.ClientConnectorCertificateError):
@@ -107,12 +110,14 @@ class FailureExplainer:
             refused = await self._refused_after_handshake(endpoint)
             if refused is not None:
                 return refused
-            return Failure("disconnected", f"{endpoint} closed the connection without answering")
+            return Failure(
+                "disconnected", f"the server at {endpoint} closed the connection without answering"
+            )
         if isinstance(exc, aiohttp.ClientConnectorError):
             why = (exc.os_error.strerror or "no reason given").lower()
-            return Failure("connect", f"cannot connect to {endpoint}: {why}")
+            return Failure("connect", f"could not connect to {endpoint}: {why}")
         if isinstance(exc, TimeoutError):
-            return Failure("timeout", f"{endpoint} did not answer in time")
+            return Failure("timeout", f"the server at {endpoint} did not answer in time")
         return Failure("broken", f"the connection to {endpoint} broke ({type(exc).__name__})")
 
     def _certificate_sentence(
@@ -136,7 +141,7 @@ class FailureExplainer:
         detail = f" ({peer.describe()})" if peer else ""
         return (
             f"{what} is not trusted: {message}{detail}; "
-            f"is {self._section}.ca_file the CA that issued it?"
+            f"{self._section}.ca_file must be the CA that issued it"
         )
 
     def _handshake_failure(self, endpoint: str, error: OSError) -> Failure:
@@ -149,10 +154,10 @@ class FailureExplainer:
     def _client_certificate_refused(self, endpoint: str, alert: str) -> Failure:
         said = f" (it said: {alert.replace('_', ' ').lower()})" if alert else ""
         if self._has_client_certificate:
-            sentence = f"{endpoint} refused edgecache's TLS client certificate{said}"
+            sentence = f"the server at {endpoint} refused edgecache's TLS client certificate{said}"
         else:
             sentence = (
-                f"{endpoint} wants a TLS client certificate{said}; "
+                f"the server at {endpoint} wants a TLS client certificate{said}; "
                 f"set {self._section}.client_cert and {self._section}.client_key"
             )
         return Failure("tls_client_certificate", sentence)
