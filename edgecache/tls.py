@@ -108,9 +108,14 @@ def server_context(settings: Settings) -> ssl.SSLContext | None:
 
 
 def load_server_certificate(context: ssl.SSLContext, settings: Settings) -> None:
-    """(Re)load the endpoint's certificate and key; only handshakes after this one see it."""
+    """(Re)load the endpoint's certificate and key; only handshakes after this one see it.
+
+    The pair is tried on a scratch context first: a failed load into the live one could leave
+    it with the new certificate and no key, and every later handshake would fail.
+    """
     assert settings.tls_cert is not None
     try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(settings.tls_cert, settings.tls_key)
         context.load_cert_chain(settings.tls_cert, settings.tls_key)
     except (ssl.SSLError, OSError) as exc:
         raise ConfigError(

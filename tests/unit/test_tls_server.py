@@ -141,6 +141,21 @@ async def test_sighup_rotates_the_certificate_without_cutting_a_transfer_in_flig
     assert daemon.process.returncode is None
 
 
+async def test_a_certificate_that_cannot_be_loaded_on_sighup_leaves_the_old_one_in_use(
+    upstream_server: UpstreamServer, pki: Pki, tmp_path: Path, daemons: list[HttpsDaemon]
+) -> None:
+    old = pki.issue("edgecache", "localhost")
+    context = pki.client_context()
+    daemon = await start_daemon(tmp_path, upstream_server.url, server_tables(old), context)
+    daemons.append(daemon)
+    other = pki.issue("unrelated", "localhost")
+    old.cert.write_bytes(other.cert.read_bytes())  # a renewal that forgot the key
+    daemon.process.send_signal(signal.SIGHUP)
+    await wait_for_log(daemon, "The TLS certificate was not reloaded")
+    assert "cannot be used together" in daemon.log()
+    assert await handshake_certificate(daemon.port, context) == old.der()
+
+
 async def test_a_bad_handshake_does_not_disturb_other_transfers(
     glance: FakeGlance,
     upstream_server: UpstreamServer,

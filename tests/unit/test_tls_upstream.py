@@ -160,3 +160,10 @@ async def test_a_tls_failure_is_one_error_sentence_the_healthz_reason_and_a_metr
     assert errors[0][0].isupper()
     assert errors[0].endswith(". Requests that need it fail until this is fixed.")
     assert "Error(" not in errors[0]  # no Python reprs
+
+
+async def test_links_say_https_when_the_proxy_in_front_ends_tls(edgecache: TestClient) -> None:
+    async with edgecache.get("/versions", headers={"X-Forwarded-Proto": "https"}) as resp:
+        links = [link["href"] for v in (await resp.json())["versions"] for link in v["links"]]
+    assert links
+    assert all(href.startswith("https://") for href in links)
