@@ -26,7 +26,7 @@ from edgecache.appkeys import (
 )
 from edgecache.auth import Authority, TokenHasher
 from edgecache.config import Settings
-from edgecache.keystone import Keystone, keystone_session
+from edgecache.keystone import service_keystone
 from edgecache.metrics import Metrics
 from edgecache.observe import observe_requests
 from edgecache.prefetch import Prefetcher
@@ -79,9 +79,9 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
         app[CACHE] = cache
         await cache.index.decisions.purge_expired()
         credentials = settings.service_credentials
+        keystone = None
         if credentials is not None:
-            app[KEYSTONE_SESSION] = keystone_session(settings)
-        keystone = Keystone(credentials, app[KEYSTONE_SESSION]) if credentials else None
+            keystone, app[KEYSTONE_SESSION] = service_keystone(credentials, settings, app[METRICS])
         app[AUTHORITY] = Authority(
             decisions=cache.index.decisions,
             documents=cache.index.documents,

@@ -15,8 +15,10 @@ from datetime import datetime
 import aiohttp
 
 from edgecache.config import ServiceCredentials, Settings
+from edgecache.metrics import Metrics
 from edgecache.tls import ClientTls, client_context, warn_if_unverified
 from edgecache.upstream import TRANSIENT_ERRORS
+from edgecache.upstream_failures import FailureExplainer
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +40,16 @@ class TokenInfo:
 
 
 class Keystone:
-    def __init__(self, credentials: ServiceCredentials, session: aiohttp.ClientSession) -> None:
+    def __init__(
+        self,
+        credentials: ServiceCredentials,
+        session: aiohttp.ClientSession,
+        failures: FailureExplainer | None = None,
+    ) -> None:
+        """`failures` puts Keystone's connection and TLS failures into words (and metrics)."""
         self._credentials = credentials
         self._session = session
+        self._failures = failures
         self._token: str | None = None
         self._token_expires = 0.0
 
@@ -63,8 +72,13 @@ class Keystone:
                     return None
                 return _token_info(await response.json())
         except _VALIDATION_ERRORS as exc:
-            log.warning("could not validate a token with Keystone: %r", exc)
+            log.warning("could not validate a token with Keystone: %s", await self._why(exc))
             return None
+
+    async def _why(self, exc: BaseException) -> str:
+        if self._failures is not None and isinstance(exc, TRANSIENT_ERRORS):
+            return (await self._failures.explain(self._credentials.auth_url, exc)).sentence
+        return str(exc) or type(exc).__name__
 
     async def _authenticate(self) -> tuple[str, TokenInfo]:
         c = self._credentials
@@ -93,16 +107,26 @@ class Keystone:
             return response.headers["X-Subject-Token"], _token_info(await response.json())
 
 
-def keystone_session(settings: Settings) -> aiohttp.ClientSession:
-    """A session of its own: Keystone has its own CA, client certificate and verify setting."""
+def service_keystone(
+    credentials: ServiceCredentials, settings: Settings, metrics: Metrics
+) -> tuple[Keystone, aiohttp.ClientSession]:
+    """The daemon's Keystone client, with a session of its own: Keystone has its own CA, client
+    certificate and verify setting ([keystone]). The caller closes the session."""
     tls = ClientTls.keystone(settings)
-    warn_if_unverified(tls, (settings.keystone_url or "",))
+    warn_if_unverified(tls, (credentials.auth_url,))
+    context = client_context(tls)
     timeout = aiohttp.ClientTimeout(
         total=None, sock_connect=settings.connect_timeout, sock_read=settings.read_timeout
     )
-    return aiohttp.ClientSession(
-        timeout=timeout, connector=aiohttp.TCPConnector(ssl=client_context(tls))
+    session = aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(ssl=context))
+    failures = FailureExplainer(
+        context=context,
+        section="keystone",
+        has_client_certificate=tls.client_cert is not None,
+        timeout=settings.connect_timeout,
+        metrics=metrics,
     )
+    return Keystone(credentials, session, failures), session
 
 
 def _token_info(body: dict[str, object]) -> TokenInfo:

@@ -48,7 +48,7 @@ class Metrics:
         )
         self.upstream_failures = Counter(
             "edgecache_upstream_failures",
-            "Upstream requests and probes that got no usable answer, by reason",
+            "Upstream (and Keystone) requests and probes that got no usable answer, by reason",
             # tls_untrusted, tls_expired, tls_hostname, tls_client_certificate, tls_handshake,
             # connect, timeout, disconnected, broken, unavailable
             ["reason"],

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestClient
 from trustme import CA
 
+from edgecache.config import Settings
+from edgecache.keystone import service_keystone
+from edgecache.metrics import Metrics
 from tests.conftest import EdgecacheFactory, MiB, random_bytes
-from tests.fakeglance import FakeGlance
+from tests.fakeglance import SERVICE_USER, FakeGlance
 from tests.tlskit import LONG_EXPIRED, Pki, https_glance
 
 
@@ -167,3 +171,37 @@ async def test_links_say_https_when_the_proxy_in_front_ends_tls(edgecache: TestC
         links = [link["href"] for v in (await resp.json())["versions"] for link in v["links"]]
     assert links
     assert all(href.startswith("https://") for href in links)
+
+
+async def test_keystone_is_verified_with_its_own_ca_setting(
+    glance: FakeGlance,
+    pki: Pki,
+    make_settings: Callable[..., Settings],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    token = glance.add_project("p1")
+    async with https_glance(glance, pki.issue("keystone", "localhost")) as url:
+        credentials = {
+            "keystone_url": f"{url}/v3",
+            "keystone_username": SERVICE_USER[0],
+            "keystone_password": SERVICE_USER[1],
+            "upstream_ca_file": pki.ca_file,  # the upstream's CA says nothing about Keystone's
+        }
+        for keystone_ca in (pki.ca_file, None):
+            settings = make_settings(**credentials, keystone_ca_file=keystone_ca)
+            assert settings.service_credentials is not None
+            keystone, session = service_keystone(settings.service_credentials, settings, Metrics())
+            async with session:
+                with caplog.at_level(logging.WARNING):
+                    info = await keystone.validate(token)
+            if keystone_ca is not None:
+                assert info is not None
+                assert info.project_id == "p1"
+            else:
+                assert info is None
+    warning = next(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    assert warning.startswith(
+        f"could not validate a token with Keystone: the TLS certificate of {url}/v3 is not "
+        "trusted: unable to get local issuer certificate (subject CN=keystone"
+    )
+    assert warning.endswith("keystone.ca_file must be the CA that issued it")
