@@ -4,17 +4,28 @@ certificates, certificate rotation on SIGHUP, and a cloudlet reaching its edge s
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import ssl
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import pytest
+from cryptography import x509
 
 from tests.conftest import MiB, UpstreamServer, random_bytes
 from tests.fakeglance import FakeGlance
-from tests.tlskit import CertFiles, HttpsDaemon, Pki, start_daemon, stop_daemon
+from tests.tlskit import (
+    LONG_EXPIRED,
+    CertFiles,
+    HttpsDaemon,
+    Pki,
+    https_glance,
+    start_daemon,
+    stop_daemon,
+)
 
 
 @pytest.fixture
@@ -232,3 +243,37 @@ async def test_a_cloudlet_reaches_its_edge_site_over_verified_tls(
     async with session(context) as client, client.get(f"{edge.url}/metrics") as r:
         assert 'edgecache_data_requests_total{result="miss"} 1.0' in await r.text()
     assert glance.data_requests[image.id] == 1
+
+
+async def test_edgecache_status_says_why_the_uplink_is_down(
+    glance: FakeGlance, pki: Pki, tmp_path: Path, daemons: list[HttpsDaemon]
+) -> None:
+    expired = pki.issue("glance", "localhost", not_after=LONG_EXPIRED)
+    async with https_glance(glance, expired) as url:
+        tables = {"upstream": {"ca_file": str(pki.ca_file)}}
+        daemon = await start_daemon(tmp_path, url, tables, None)
+        daemons.append(daemon)
+        async with aiohttp.ClientSession() as client:
+            async with client.get(f"{daemon.url}/versions") as r:
+                assert r.status == 503
+            async with client.get(f"{daemon.url}/healthz") as r:
+                reason = (await r.json())["uplink_reason"]
+        status = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "edgecache", "status",
+            "--socket", str(tmp_path / "edgecache" / "admin.sock"),
+            stdout=asyncio.subprocess.PIPE,
+            env={**os.environ, "EDGECACHE_CONFIG": ""},
+        )  # fmt: skip
+        out, _ = await status.communicate()
+    assert status.returncode == 0
+    assert reason == f"the TLS certificate of {url} expired on 2020-01-01 00:00 UTC " + (
+        f"(subject {expired_subject(expired)})"
+    )
+    why = next(line for line in out.decode().splitlines() if line.startswith("why"))
+    assert why.split(None, 1)[1] == reason
+    assert "ERROR" in daemon.log()
+    assert f"The TLS certificate of {url} expired on 2020-01-01 00:00 UTC" in daemon.log()
+
+
+def expired_subject(cert: CertFiles) -> str:
+    return x509.load_pem_x509_certificate(cert.cert.read_bytes()).subject.rfc4514_string()
