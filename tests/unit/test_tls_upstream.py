@@ -201,7 +201,7 @@ async def test_keystone_is_verified_with_its_own_ca_setting(
                 assert info is None
     warning = next(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
     assert warning.startswith(
-        f"could not validate a token with Keystone: the TLS certificate of {url}/v3 is not "
-        "trusted: unable to get local issuer certificate (subject CN=keystone"
+        f"could not validate callers' tokens with Keystone at {url}/v3 (the TLS certificate of "
+        f"{url}/v3 is not trusted: unable to get local issuer certificate (subject CN=keystone"
     )
-    assert warning.endswith("keystone.ca_file must be the CA that issued it")
+    assert "keystone.ca_file must be the CA that issued it); for the next" in warning
