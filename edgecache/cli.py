@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import os
 import sys
 from collections.abc import Sequence
@@ -11,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from edgecache import __version__, server, tls
 from edgecache.admin_client import AdminClient, AdminError
@@ -205,8 +208,14 @@ async def _warm(args: argparse.Namespace, settings: Settings) -> int:
         raise WarmError("--parallel must be at least 1")
     endpoint = args.endpoint or _own_endpoint(settings)
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=settings.read_timeout)
-    async with aiohttp.ClientSession(timeout=timeout) as session:
-        token = await token_from(args.token, os.environ, session)
+    pin = own_certificate_pin(settings) if not args.endpoint else None
+    async with (
+        aiohttp.ClientSession(timeout=timeout) as auth_session,
+        aiohttp.ClientSession(
+            timeout=timeout, connector=aiohttp.TCPConnector(ssl=pin or True)
+        ) as session,
+    ):
+        token = await token_from(args.token, os.environ, auth_session)
         warmer = Warmer(session, endpoint, token)
         targets = await warmer.select(
             args.images, all_public=args.all_public, tags=args.tag, from_file=args.from_file
@@ -241,6 +250,19 @@ def _print_summary(outcomes: list[Outcome]) -> None:
     print(table(["IMAGE", "NAME", "SIZE", "RESULT", "TIME", "RATE"], rows))
     failed = sum(outcome.failed for outcome in outcomes)
     print(f"{len(outcomes)} images: {len(outcomes) - failed} in the cache, {failed} failed")
+
+
+def own_certificate_pin(settings: Settings) -> aiohttp.Fingerprint | None:
+    """The daemon's own certificate, pinned: its listen address on this host (127.0.0.1) is
+    rarely a name the certificate carries, and the configured file says exactly what to expect."""
+    if settings.tls_cert is None:
+        return None
+    try:
+        leaf = x509.load_pem_x509_certificates(settings.tls_cert.read_bytes())[0]
+    except (OSError, ValueError) as exc:
+        raise WarmError(f"cannot read server.tls_cert {settings.tls_cert}: {exc}") from exc
+    der = leaf.public_bytes(serialization.Encoding.DER)
+    return aiohttp.Fingerprint(hashlib.sha256(der).digest())
 
 
 def _own_endpoint(settings: Settings) -> str:

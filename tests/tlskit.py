@@ -112,7 +112,7 @@ async def start_daemon(
     name: str = "edgecache",
 ) -> HttpsDaemon:
     """`edgecache serve` with `config` on a free port of localhost; ready once `/healthz`
-    answers (over HTTPS with `client` when given)."""
+    answers (over HTTPS when `config` sets a certificate: verified with `client` if given)."""
     port = free_port()
     merged: dict[str, dict[str, object]] = {
         "upstream": {"url": upstream, "failures_to_offline": 1, "probe_interval": 0.1},
@@ -130,7 +130,7 @@ async def start_daemon(
             stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
             env={**os.environ, "EDGECACHE_CONFIG": ""},
         )  # fmt: skip
-    scheme = "https" if client is not None else "http"
+    scheme = "https" if "tls_cert" in merged["server"] else "http"
     daemon = HttpsDaemon(process, f"{scheme}://localhost:{port}", port, log_path)
     await _wait_serving(daemon, client)
     return daemon

@@ -277,3 +277,28 @@ async def test_edgecache_status_says_why_the_uplink_is_down(
 
 def expired_subject(cert: CertFiles) -> str:
     return x509.load_pem_x509_certificate(cert.cert.read_bytes()).subject.rfc4514_string()
+
+
+async def test_warm_reaches_the_daemons_own_https_endpoint_by_its_pinned_certificate(
+    glance: FakeGlance,
+    upstream_server: UpstreamServer,
+    pki: Pki,
+    tmp_path: Path,
+    daemons: list[HttpsDaemon],
+) -> None:
+    token = glance.add_project("p1")
+    data = random_bytes(2 * MiB)
+    image = glance.add_image(data, owner="p1")
+    tables = server_tables(pki.issue("edge.example", "edge.example"))  # not 127.0.0.1's name
+    daemon = await start_daemon(tmp_path, upstream_server.url, tables, None, name="edge")
+    daemons.append(daemon)
+    warm = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "edgecache", "warm", image.id, "--token", token,
+        "--config", str(tmp_path / "edge.toml"),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        env={**os.environ, "EDGECACHE_CONFIG": ""},
+    )  # fmt: skip
+    out, _ = await warm.communicate()
+    assert warm.returncode == 0, out.decode()
+    assert "1 in the cache, 0 failed" in out.decode()
+    assert glance.data_requests[image.id] == 1
