@@ -10,7 +10,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from benchmarks.services import Service, launch_on_free_port
+from benchmarks.services import Service, free_port, launch_on_free_port
 
 _CONFIG = """\
 user root;
@@ -36,7 +36,20 @@ http {{
     }}
     server {{
         listen 127.0.0.1:{port};
-        location / {{
+{location}    }}
+    # The same behind TLS: edgecache's certificate, TLS 1.2/1.3 with OpenSSL's default suites
+    # (the ones edgecache's Python gets from the same library), no kernel TLS (Python has none).
+    server {{
+        listen 127.0.0.1:{tls_port} ssl;
+        ssl_certificate {tls_cert};
+        ssl_certificate_key {tls_key};
+        ssl_protocols TLSv1.2 TLSv1.3;
+{location}    }}
+}}
+"""
+
+_LOCATION = """\
+        location / {
             proxy_pass http://glance;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
@@ -55,9 +68,7 @@ http {{
             proxy_cache_lock_timeout 30m;
             proxy_cache_lock_age 30m;
             add_header X-Cache-Status $upstream_cache_status always;
-        }}
-    }}
-}}
+        }
 """
 
 
@@ -86,8 +97,18 @@ def version(binary: str) -> str:
     return done.stderr.strip().removeprefix("nginx version: ")
 
 
-def start(binary: str, directory: Path, upstream_port: int, max_size: int, workers: str) -> Service:
-    """Write a configuration into `directory` and run nginx in the foreground on a free port."""
+def start(
+    binary: str,
+    directory: Path,
+    upstream_port: int,
+    max_size: int,
+    workers: str,
+    tls: tuple[Path, Path],
+) -> tuple[Service, int]:
+    """Write a configuration into `directory` and run nginx in the foreground on a free port
+    (plain HTTP), and on a second one with TLS (`tls`: certificate and key); returns the
+    service and the TLS port."""
+    tls_port = free_port()
     (directory / "tmp").mkdir(parents=True, exist_ok=True)
     conf = directory / "nginx.conf"
 
@@ -99,8 +120,12 @@ def start(binary: str, directory: Path, upstream_port: int, max_size: int, worke
                 upstream_port=upstream_port,
                 max_size=max_size,
                 workers=workers,
+                location=_LOCATION,
+                tls_port=tls_port,
+                tls_cert=tls[0],
+                tls_key=tls[1],
             )
         )
         return [binary, "-p", str(directory), "-c", str(conf), "-g", "daemon off;"]
 
-    return launch_on_free_port("nginx", argv, "/", directory / "nginx.out")
+    return launch_on_free_port("nginx", argv, "/", directory / "nginx.out"), tls_port

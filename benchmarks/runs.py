@@ -18,6 +18,7 @@ from typing import Any
 
 from benchmarks.clients import AUTH, ClientPool, Done, Job, LoopTally, StreamJob, Transfer, split
 from benchmarks.procstat import OtherLoad, cpu_seconds, peak_rss_bytes, reset_peak_rss
+from benchmarks.services import UNVERIFIED
 from benchmarks.settings import Settings
 from benchmarks.stack import EDGECACHE, Contender, Stack
 
@@ -42,6 +43,11 @@ class Bench:
     profile: Callable[[str], AbstractContextManager[object]] = lambda _: nullcontext()
     failures: list[str] = field(default_factory=list)
     hot_image: str | None = None  # an image every cache holds, once one was primed
+    tls: bool = False  # measure the contenders over HTTPS
+
+    @property
+    def contenders(self) -> list[Contender]:
+        return self.stack.tls_contenders if self.tls else self.stack.contenders
 
     def fail(self, where: str, contender: str, problem: str) -> None:
         message = f"{where}/{contender}: {problem}"
@@ -50,7 +56,7 @@ class Bench:
 
     def schedule(self) -> Iterator[tuple[int, Contender]]:
         """(repetition, contender) in alternating order, rotated each repetition."""
-        everyone = self.stack.contenders
+        everyone = self.contenders
         for rep in range(self.settings.repetitions):
             shift = rep % len(everyone)
             for contender in everyone[shift:] + everyone[:shift]:
@@ -239,7 +245,7 @@ def await_hit(bench: Bench, contender: Contender, image: str) -> None:
         request = urllib.request.Request(
             contender.image_url(image, "/file"), headers={**AUTH, "Range": "bytes=0-0"}
         )
-        with urllib.request.urlopen(request, timeout=10) as answer:
+        with urllib.request.urlopen(request, timeout=10, context=UNVERIFIED) as answer:
             answer.read()
             seen = answer.headers.get(contender.source_header, "")
         if seen == contender.hit:

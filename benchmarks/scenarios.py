@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
@@ -35,7 +36,7 @@ def hot_image(bench: Bench) -> str:
         size = bench.settings.image_size
         image = bench.stack.new_image(size)
         bench.log(f"priming the caches with a {size_text(size)} image")
-        for contender in bench.stack.contenders:
+        for contender in bench.contenders:
             run = stream_run(bench, contender, image, size, 1, verify=True)
             _check(bench, "prime", contender, run.transfers)
             await_hit(bench, contender, image)
@@ -48,8 +49,9 @@ def hit(bench: Bench, streams: int) -> ScenarioResult:
     size = bench.settings.image_size
     image = hot_image(bench)
     result = ScenarioResult(
-        f"hit-{streams}",
-        f"cache hit, {streams} stream{'s' if streams > 1 else ''} of {size_text(size)}",
+        _tls_key(bench, f"hit-{streams}"),
+        f"cache hit, {streams} stream{'s' if streams > 1 else ''} of {size_text(size)}"
+        + _tls_title(bench),
         _throughput_metrics(),
     )
     bench.log(result.title)
@@ -65,7 +67,9 @@ def cold(bench: Bench) -> ScenarioResult:
     """One client downloading an image no cache holds yet (a new image id every run)."""
     size = bench.settings.image_size
     result = ScenarioResult(
-        "cold", f"cold fill, 1 client, {size_text(size)}", _throughput_metrics()
+        _tls_key(bench, "cold"),
+        f"cold fill, 1 client, {size_text(size)}" + _tls_title(bench),
+        _throughput_metrics(),
     )
     bench.log(result.title)
     with bench.profile(result.key):
@@ -251,9 +255,23 @@ def run_all(bench: Bench) -> Iterator[ScenarioResult]:
         ("metadata", lambda: metadata(bench)),
         ("rss", lambda: memory(bench)),
     ]
+    tls = replace(bench, tls=True, hot_image=None)
+    plan += [
+        ("tls", lambda: hit(tls, 1)),
+        ("tls", lambda: hit(tls, bench.settings.streams)),
+        ("tls", lambda: cold(tls)),
+    ]
     for name, run in plan:
         if name in wanted:
             yield run()
+
+
+def _tls_key(bench: Bench, key: str) -> str:
+    return f"tls-{key}" if bench.tls else key
+
+
+def _tls_title(bench: Bench) -> str:
+    return ", over TLS (no direct: the upstream is plain HTTP)" if bench.tls else ""
 
 
 def _load_metrics() -> list[Metric]:

@@ -1,5 +1,8 @@
 """The systems under test, started together: synthetic Glance, edgecache and nginx.
 
+For the TLS scenarios a second edgecache serves HTTPS ([server] tls_cert/tls_key) and nginx
+serves the same cache on a second port with `ssl`, both with one test certificate (trustme).
+
 All three listen on loopback ports found at run time, keep their files in one temporary
 directory, and are stopped by the ExitStack they were registered with, whatever happens.
 """
@@ -9,11 +12,14 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tomllib
 import urllib.request
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+
+import trustme
 
 from benchmarks import nginx
 from benchmarks.clients import AUTH
@@ -53,6 +59,23 @@ class Stack:
     nginx_version: str
     content: Path
     digests: dict[int, Digests]
+    edgecache_tls: Service
+    nginx_tls_port: int
+
+    @property
+    def tls_contenders(self) -> list[Contender]:
+        """edgecache and nginx over HTTPS (same names: the report compares them alike)."""
+        plain = {contender.name: contender for contender in self.contenders}
+        edgecache = self.edgecache_tls.pid
+        return [
+            replace(
+                plain[EDGECACHE],
+                url=self.edgecache_tls.url,
+                pid=edgecache,
+                processes=lambda: [edgecache],
+            ),
+            replace(plain[NGINX], url=f"https://127.0.0.1:{self.nginx_tls_port}"),
+        ]
 
     @property
     def contenders(self) -> list[Contender]:
@@ -83,11 +106,16 @@ class Stack:
 
     def processes(self) -> list[int]:
         """Every server process the stack started."""
-        return [self.upstream.pid, self.edgecache.pid, *with_children(self.nginx.pid)]
+        return [
+            self.upstream.pid,
+            self.edgecache.pid,
+            self.edgecache_tls.pid,
+            *with_children(self.nginx.pid),
+        ]
 
     def check(self) -> None:
         """Raise ServiceFailed if any server has exited."""
-        for service in (self.upstream, self.edgecache, self.nginx):
+        for service in (self.upstream, self.edgecache, self.edgecache_tls, self.nginx):
             service.check()
 
     def new_image(self, size: int) -> str:
@@ -123,7 +151,7 @@ def start(
 ) -> Stack:
     """Start everything, registering each server's stop with `exits` as soon as it runs."""
     nginx_binary = nginx.ensure_installed()
-    for name in ("upstream", "edgecache", "nginx"):
+    for name in ("upstream", "edgecache", "edgecache-tls", "nginx", "tls"):
         (workdir / name).mkdir()
     log(f"generating {max(sizes) / 2**30:.2f} GiB of image content and its digests")
     ready_file = workdir / "upstream" / "ready.json"
@@ -174,7 +202,27 @@ def start(
         env={**os.environ, "EDGECACHE_CONFIG": str(edgecache_config or "")},
     )
     exits.callback(edgecache.stop)
-    proxy = nginx.start(nginx_binary, workdir / "nginx", upstream.port, _CAPACITY, nginx_workers)
+    cert, key = _certificate(workdir / "tls")
+    tls_config = workdir / "edgecache-tls" / "edgecache.toml"
+    _write_tls_config(tls_config, edgecache_config, cert, key)
+
+    def edgecache_tls_argv(port: int) -> list[str]:
+        argv = edgecache_argv(port)
+        argv[argv.index("--cache-dir") + 1] = str(workdir / "edgecache-tls" / "cache")
+        return argv
+
+    edgecache_tls = launch_on_free_port(
+        "edgecache (TLS)",
+        edgecache_tls_argv,
+        "/healthz",
+        workdir / "edgecache-tls" / "log",
+        env={**os.environ, "EDGECACHE_CONFIG": str(tls_config)},
+        scheme="https",
+    )
+    exits.callback(edgecache_tls.stop)
+    proxy, nginx_tls_port = nginx.start(
+        nginx_binary, workdir / "nginx", upstream.port, _CAPACITY, nginx_workers, (cert, key)
+    )
     exits.callback(proxy.stop)
     return Stack(
         upstream=upstream,
@@ -183,4 +231,29 @@ def start(
         nginx_version=nginx.version(nginx_binary),
         content=Path(ready["content"]),
         digests=digests,
+        edgecache_tls=edgecache_tls,
+        nginx_tls_port=nginx_tls_port,
     )
+
+
+def _certificate(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 from a throwaway CA (clients do not verify: speed only)."""
+    leaf = trustme.CA().issue_cert("127.0.0.1")
+    cert, key = directory / "server.pem", directory / "server.key"
+    cert.write_bytes(b"".join(pem.bytes() for pem in leaf.cert_chain_pems))
+    leaf.private_key_pem.write_to_path(str(key))
+    return cert, key
+
+
+def _write_tls_config(path: Path, base: Path | None, cert: Path, key: Path) -> None:
+    """The --edgecache-config file's settings (if any) with [server] tls_cert and tls_key."""
+    tables: dict[str, dict[str, object]] = {}
+    if base is not None:
+        tables = tomllib.loads(base.read_text())
+    tables.setdefault("server", {}).update(tls_cert=str(cert), tls_key=str(key))
+    lines = []
+    for section, table in tables.items():
+        lines.append(f"[{section}]")
+        # JSON strings, numbers, booleans and lists of them are TOML values too
+        lines.extend(f"{name} = {json.dumps(value)}" for name, value in table.items())
+    path.write_text("\n".join(lines) + "\n")

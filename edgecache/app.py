@@ -16,11 +16,20 @@ from edgecache.api.metadata import image_list, image_members, image_record, sche
 from edgecache.api.ops import healthz, metrics
 from edgecache.api.proxy import passthrough
 from edgecache.api.versions import versions
-from edgecache.appkeys import AUTHORITY, CACHE, METRICS, PREFETCHER, RECALL, SETTINGS, UPSTREAM
+from edgecache.appkeys import (
+    AUTHORITY,
+    CACHE,
+    KEYSTONE_SESSION,
+    METRICS,
+    PREFETCHER,
+    RECALL,
+    SETTINGS,
+    UPSTREAM,
+)
 from edgecache.auth import Authority, TokenHasher
 from edgecache.bootdocs import BootDocuments
 from edgecache.config import Settings
-from edgecache.keystone import Keystone
+from edgecache.keystone import service_keystone
 from edgecache.metrics import Metrics
 from edgecache.observe import add_request_id, observe_requests
 from edgecache.prefetch import Prefetcher
@@ -77,7 +86,9 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
         app[CACHE] = cache
         await cache.index.decisions.purge_expired()
         credentials = settings.service_credentials
-        keystone = Keystone(credentials, upstream.session) if credentials else None
+        keystone = None
+        if credentials is not None:
+            keystone, app[KEYSTONE_SESSION] = service_keystone(credentials, settings, app[METRICS])
         validating = settings.validation_credentials
         app[AUTHORITY] = Authority(
             decisions=cache.index.decisions,
@@ -85,8 +96,8 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
             hasher=TokenHasher.from_file(Path(settings.cache_dir) / TOKEN_KEY_FILE),
             ttl=settings.decision_ttl,
             keystone=(
-                Keystone(validating, upstream.session)
-                if validating is not None and validating != credentials
+                keystone.acting_as(validating)
+                if keystone is not None and validating is not None and validating != credentials
                 else keystone
             ),
             offline_download_roles=settings.offline_download_roles,
@@ -124,6 +135,8 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
             await app[PREFETCHER].close()
             await app[CACHE].close()
     finally:
+        if KEYSTONE_SESSION in app:
+            await app[KEYSTONE_SESSION].close()
         await upstream.close()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import aiohttp
 from aiohttp import web
 
 from edgecache.auth import Authority
@@ -19,3 +20,4 @@ CACHE = web.AppKey("cache", ImageCache)
 AUTHORITY = web.AppKey("authority", Authority)
 RECALL = web.AppKey("recall", Recall)
 PREFETCHER = web.AppKey("prefetcher", Prefetcher)
+KEYSTONE_SESSION = web.AppKey("keystone_session", aiohttp.ClientSession)

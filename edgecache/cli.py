@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import os
 import sys
 from collections.abc import Sequence
@@ -11,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
-from edgecache import __version__, server
+from edgecache import __version__, server, tls
 from edgecache.admin_client import AdminClient, AdminError
 from edgecache.config import ConfigError, Settings, load_settings, resolve_config_path
 from edgecache.console import human_age, human_duration, human_size, table
@@ -36,6 +39,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--upstream",
         help="the regional glance-api URL; more, comma-separated, are fallbacks in order",
+    )
+    serve.add_argument(
+        "--upstream-ca-file",
+        help="CA bundle (file or directory) the upstream's certificate is checked against",
+    )
+    serve.add_argument("--upstream-client-cert", help="client certificate (PEM) for the upstream")
+    serve.add_argument("--upstream-client-key", help="its private key (PEM)")
+    serve.add_argument(
+        "--upstream-verify",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="verify the upstream's certificate and name (default: yes; no is for labs only)",
     )
     serve.add_argument("--listen", help="HOST:PORT to serve on (default 127.0.0.1:9292)")
     serve.add_argument("--cache-dir", help="where cached images and the index live")
@@ -110,8 +125,14 @@ def _settings(args: argparse.Namespace) -> Settings:
             "cache_dir": args.cache_dir,
             "max_size": args.max_size,
             "log_format": args.log_format,
+            "upstream_ca_file": args.upstream_ca_file,
+            "upstream_client_cert": args.upstream_client_cert,
+            "upstream_client_key": args.upstream_client_key,
+            "upstream_verify": args.upstream_verify,
         }
-        return load_settings(resolve_config_path(args.config), overrides)
+        settings = load_settings(resolve_config_path(args.config), overrides)
+        tls.check(settings)
+        return settings
     overrides = {"admin_socket_path": args.socket}
     return load_settings(resolve_config_path(args.config), overrides, require_upstream=False)
 
@@ -144,6 +165,7 @@ def _print_status(status: dict[str, Any]) -> None:
     lines = [
         ("upstream", status["upstream"]),
         ("uplink", f"{status['uplink']} (since {since})"),
+        *([("why", status["uplink_reason"])] if status.get("uplink_reason") else []),
         (
             "cache",
             f"{human_size(size)} of {human_size(capacity)} ({100 * size / capacity:.1f}%), "
@@ -186,8 +208,14 @@ async def _warm(args: argparse.Namespace, settings: Settings) -> int:
         raise WarmError("--parallel must be at least 1")
     endpoint = args.endpoint or _own_endpoint(settings)
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=settings.read_timeout)
-    async with aiohttp.ClientSession(timeout=timeout) as session:
-        token = await token_from(args.token, os.environ, session)
+    pin = own_certificate_pin(settings) if not args.endpoint else None
+    async with (
+        aiohttp.ClientSession(timeout=timeout) as auth_session,
+        aiohttp.ClientSession(
+            timeout=timeout, connector=aiohttp.TCPConnector(ssl=pin or True)
+        ) as session,
+    ):
+        token = await token_from(args.token, os.environ, auth_session)
         warmer = Warmer(session, endpoint, token)
         targets = await warmer.select(
             args.images, all_public=args.all_public, tags=args.tag, from_file=args.from_file
@@ -224,10 +252,24 @@ def _print_summary(outcomes: list[Outcome]) -> None:
     print(f"{len(outcomes)} images: {len(outcomes) - failed} in the cache, {failed} failed")
 
 
+def own_certificate_pin(settings: Settings) -> aiohttp.Fingerprint | None:
+    """The daemon's own certificate, pinned: its listen address on this host (127.0.0.1) is
+    rarely a name the certificate carries, and the configured file says exactly what to expect."""
+    if settings.tls_cert is None:
+        return None
+    try:
+        leaf = x509.load_pem_x509_certificates(settings.tls_cert.read_bytes())[0]
+    except (OSError, ValueError) as exc:
+        raise WarmError(f"cannot read server.tls_cert {settings.tls_cert}: {exc}") from exc
+    der = leaf.public_bytes(serialization.Encoding.DER)
+    return aiohttp.Fingerprint(hashlib.sha256(der).digest())
+
+
 def _own_endpoint(settings: Settings) -> str:
     host = settings.listen_host
     if host in ("0.0.0.0", "::", ""):
         host = "127.0.0.1"
     if ":" in host:
         host = f"[{host}]"
-    return f"http://{host}:{settings.listen_port}"
+    scheme = "https" if settings.tls_cert else "http"
+    return f"{scheme}://{host}:{settings.listen_port}"

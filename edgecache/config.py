@@ -110,6 +110,17 @@ class Settings:
     keystone_project: str | None = None
     keystone_user_domain: str = "Default"
     keystone_project_domain: str = "Default"
+    upstream_ca_file: Path | None = None
+    upstream_client_cert: Path | None = None
+    upstream_client_key: Path | None = None
+    upstream_verify: bool = True
+    keystone_ca_file: Path | None = None
+    keystone_client_cert: Path | None = None
+    keystone_client_key: Path | None = None
+    keystone_verify: bool = True
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
     log_level: str = "info"
     log_format: str = "text"
     admin_socket_path: Path | None = None
@@ -163,6 +174,10 @@ TOML_KEYS: dict[str, dict[str, str]] = {
         "stall_timeout": "stall_timeout",
         "failures_to_offline": "failures_to_offline",
         "probe_interval": "probe_interval",
+        "ca_file": "upstream_ca_file",
+        "client_cert": "upstream_client_cert",
+        "client_key": "upstream_client_key",
+        "verify": "upstream_verify",
         "data_connections": "data_connections",
         "metadata_connections": "metadata_connections",
         "pool_wait": "pool_wait",
@@ -174,6 +189,9 @@ TOML_KEYS: dict[str, dict[str, str]] = {
         "shutdown_timeout": "shutdown_timeout",
         "client_idle_timeout": "client_idle_timeout",
         "admin_socket": "admin_socket_path",
+        "tls_cert": "tls_cert",
+        "tls_key": "tls_key",
+        "tls_client_ca": "tls_client_ca",
     },
     "offline": {"decision_ttl": "decision_ttl"},
     "auth": {
@@ -188,6 +206,10 @@ TOML_KEYS: dict[str, dict[str, str]] = {
         "project_name": "keystone_project",
         "user_domain_name": "keystone_user_domain",
         "project_domain_name": "keystone_project_domain",
+        "ca_file": "keystone_ca_file",
+        "client_cert": "keystone_client_cert",
+        "client_key": "keystone_client_key",
+        "verify": "keystone_verify",
     },
     "cache": {
         "dir": "cache_dir",
@@ -199,7 +221,14 @@ TOML_KEYS: dict[str, dict[str, str]] = {
         "prefetch_parallel": "prefetch_parallel",
     },
 }
+TOML_KEYS_BY_ATTR = {attr: key for table in TOML_KEYS.values() for key, attr in table.items()}
 _LOG_LEVELS = ("debug", "info", "warning", "error")
+# PEM files: Settings attribute -> what the file must hold
+_CERTIFICATE_FILES = ("upstream_client_cert", "keystone_client_cert", "tls_cert")
+_KEY_FILES = ("upstream_client_key", "keystone_client_key", "tls_key")
+_CA_FILES = ("upstream_ca_file", "keystone_ca_file", "tls_client_ca")
+_PEM_CERTIFICATE = "-----BEGIN CERTIFICATE-----"
+_PEM_PRIVATE_KEY = re.compile(r"-----BEGIN (?:[A-Z]+ )?PRIVATE KEY-----")
 
 
 def _flatten_toml(document: dict[str, Any]) -> dict[str, Any]:
@@ -243,6 +272,14 @@ def _coerce(attr: str, key: str, value: Any) -> dict[str, Any]:
         if not isinstance(value, list):
             raise ConfigError(key, "expected a list of http(s) URLs")
         return {attr: tuple(_check_url(url.strip(), key) for url in value)}
+    if attr in _CERTIFICATE_FILES or attr in _KEY_FILES or attr in _CA_FILES:
+        if value == "":  # TOML has no null: an empty path leaves the setting unset
+            return {}
+        return {attr: _pem_path(attr, key, value)}
+    if attr in ("upstream_verify", "keystone_verify"):
+        if not isinstance(value, bool):
+            raise ConfigError(key, f"expected true or false, got {value!r}")
+        return {attr: value}
     if attr == "offline_download_roles":
         if not isinstance(value, list) or not all(isinstance(r, str) and r for r in value):
             raise ConfigError(key, 'expected a list of role names, such as ["member"]')
@@ -295,6 +332,50 @@ def _coerce(attr: str, key: str, value: Any) -> dict[str, Any]:
     raise ConfigError(key, "unknown setting")
 
 
+def _pem_path(attr: str, key: str, value: Any) -> Path:
+    """A certificate, key or CA file (a CA may also be a directory of them) that can be read
+    and holds what it should, so a typo stops start-up instead of every TLS handshake."""
+    if not isinstance(value, str) or not value:
+        raise ConfigError(key, "expected the path of a PEM file")
+    path = Path(value).expanduser()
+    if attr in _CA_FILES and path.is_dir():
+        if not os.access(path, os.R_OK | os.X_OK):
+            raise ConfigError(key, f"cannot read the directory {path}: permission denied")
+        return path
+    try:
+        text = path.read_text(encoding="ascii", errors="replace")
+    except OSError as exc:
+        raise ConfigError(key, f"cannot read {path}: {(exc.strerror or str(exc)).lower()}") from exc
+    if attr in _KEY_FILES:
+        if not _PEM_PRIVATE_KEY.search(text):
+            raise ConfigError(key, f"{path} holds no PEM private key")
+    elif _PEM_CERTIFICATE not in text:
+        raise ConfigError(key, f"{path} holds no PEM certificate")
+    return path
+
+
+def _check_tls_pairs(values: dict[str, Any]) -> None:
+    """A key needs its certificate, and a certificate its key (unless the file holds both)."""
+    for section, cert, key in (
+        ("upstream", "upstream_client_cert", "upstream_client_key"),
+        ("keystone", "keystone_client_cert", "keystone_client_key"),
+        ("server", "tls_cert", "tls_key"),
+    ):
+        cert_name, key_name = TOML_KEYS_BY_ATTR[cert], TOML_KEYS_BY_ATTR[key]
+        if key in values and cert not in values:
+            raise ConfigError(f"{section}.{key_name}", f"set {section}.{cert_name} too")
+        key_in_cert_file = cert in values and _PEM_PRIVATE_KEY.search(
+            values[cert].read_text(errors="replace")
+        )
+        if cert in values and key not in values and not key_in_cert_file:
+            raise ConfigError(
+                f"{section}.{key_name}",
+                f"required with {section}.{cert_name} (its file holds no private key)",
+            )
+    if "tls_client_ca" in values and "tls_cert" not in values:
+        raise ConfigError("server.tls_client_ca", "client certificates need server.tls_cert")
+
+
 def _seconds(key: str, value: Any, *, allow_zero: bool) -> float:
     number = not isinstance(value, bool) and isinstance(value, int | float)
     if not number or value < 0 or (value == 0 and not allow_zero):
@@ -345,5 +426,6 @@ def load_settings(
         for needed in ("username", "password"):
             if f"keystone_{needed}" not in values:
                 raise ConfigError(f"keystone.{needed}", "required when keystone.auth_url is set")
+    _check_tls_pairs(values)
     known = {f.name for f in fields(Settings)}
     return Settings(**{k: v for k, v in values.items() if k in known})

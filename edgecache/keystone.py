@@ -16,8 +16,11 @@ from datetime import datetime
 
 import aiohttp
 
-from edgecache.config import ServiceCredentials
+from edgecache.config import ServiceCredentials, Settings
+from edgecache.metrics import Metrics
+from edgecache.tls import ClientTls, client_context, warn_if_unverified
 from edgecache.upstream import TRANSIENT_ERRORS
+from edgecache.upstream_failures import FailureExplainer
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +50,24 @@ class TokenInfo:
 
 
 class Keystone:
-    def __init__(self, credentials: ServiceCredentials, session: aiohttp.ClientSession) -> None:
+    def __init__(
+        self,
+        credentials: ServiceCredentials,
+        session: aiohttp.ClientSession,
+        failures: FailureExplainer | None = None,
+    ) -> None:
+        """`failures` puts Keystone's connection and TLS failures into words (and metrics)."""
         self._credentials = credentials
         self._session = session
+        self._failures = failures
         self._token: str | None = None
         self._token_expires = 0.0
         self._unreachable_until = 0.0  # monotonic
+
+    def acting_as(self, credentials: ServiceCredentials) -> Keystone:
+        """A client for other credentials (an edge-site Keystone's) on the same session and
+        [keystone] TLS settings."""
+        return Keystone(credentials, self._session, self._failures)
 
     @property
     def _tokens_url(self) -> str:
@@ -81,11 +96,16 @@ class Keystone:
                 "uplink is down. Check that Keystone is reachable from this site and that the "
                 "[keystone] service credentials are right.",
                 self._credentials.auth_url,
-                describe(exc),
+                await self._why(exc),
                 _UNREACHABLE_BACKOFF,
             )
             self._unreachable_until = time.monotonic() + _UNREACHABLE_BACKOFF
             return None
+
+    async def _why(self, exc: BaseException) -> str:
+        if self._failures is not None and isinstance(exc, TRANSIENT_ERRORS):
+            return (await self._failures.explain(self._credentials.auth_url, exc)).sentence
+        return describe(exc)
 
     async def _authenticate(self) -> tuple[str, TokenInfo]:
         c = self._credentials
@@ -112,6 +132,28 @@ class Keystone:
                     f"Keystone refused the service credentials ({response.status})"
                 )
             return response.headers["X-Subject-Token"], _token_info(await response.json())
+
+
+def service_keystone(
+    credentials: ServiceCredentials, settings: Settings, metrics: Metrics
+) -> tuple[Keystone, aiohttp.ClientSession]:
+    """The daemon's Keystone client, with a session of its own: Keystone has its own CA, client
+    certificate and verify setting ([keystone]). The caller closes the session."""
+    tls = ClientTls.keystone(settings)
+    warn_if_unverified(tls, (credentials.auth_url,))
+    context = client_context(tls)
+    timeout = aiohttp.ClientTimeout(
+        total=None, sock_connect=settings.connect_timeout, sock_read=settings.read_timeout
+    )
+    session = aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(ssl=context))
+    failures = FailureExplainer(
+        context=context,
+        section="keystone",
+        has_client_certificate=tls.client_cert is not None,
+        timeout=settings.connect_timeout,
+        metrics=metrics,
+    )
+    return Keystone(credentials, session, failures), session
 
 
 def _token_info(body: dict[str, object]) -> TokenInfo:

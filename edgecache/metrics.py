@@ -51,6 +51,14 @@ class Metrics:
             ["endpoint"],
             registry=r,
         )
+        self.upstream_failures = Counter(
+            "edgecache_upstream_failures",
+            "Upstream (and Keystone) requests and probes that got no usable answer, by reason",
+            # tls_untrusted, tls_expired, tls_hostname, tls_client_certificate, tls_handshake,
+            # connect, timeout, disconnected, broken, unavailable
+            ["reason"],
+            registry=r,
+        )
         self.upstream_connections_in_use = Gauge(
             "edgecache_upstream_connections_in_use",
             "Upstream connections in use, by pool (data: image bytes; metadata: the rest)",

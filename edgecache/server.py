@@ -1,5 +1,9 @@
 """Running the daemon: the public listener, the admin socket, signals, graceful shutdown.
 
+With `[server] tls_cert` the listen address speaks HTTPS only; SIGHUP re-reads the certificate
+and key into the live SSL context, which new handshakes use while connections already open keep
+the one they started with (transfers in flight are not cut).
+
 On SIGTERM or SIGINT the listeners close first, then requests in flight get
 `shutdown_timeout` seconds to finish (aiohttp's runner), then the components are closed
 (fills cancelled, partial files removed, index closed), so the cache is left consistent.
@@ -12,15 +16,18 @@ import contextlib
 import logging
 import os
 import signal
+import ssl
 from pathlib import Path
 
 from aiohttp import web
 
 from edgecache.app import create_app
 from edgecache.appkeys import METRICS
-from edgecache.config import Settings
+from edgecache.config import ConfigError, Settings
 from edgecache.malformed import ProtocolLog
+from edgecache.peer_certificate import certificate_file_summary
 from edgecache.systemd import Notifier
+from edgecache.tls import load_server_certificate, server_context
 from edgecache.unixpath import usable_socket_path
 
 log = logging.getLogger("edgecache")
@@ -48,17 +55,23 @@ async def run(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    ssl_context = server_context(settings)
+    if ssl_context is not None:
+        loop.add_signal_handler(signal.SIGHUP, _reload_certificate, ssl_context, settings)
     await runner.setup()
     try:
-        await web.TCPSite(runner, settings.listen_host, settings.listen_port).start()
+        await web.TCPSite(
+            runner, settings.listen_host, settings.listen_port, ssl_context=ssl_context
+        ).start()
         admin_socket = settings.admin_socket
         _remove_stale_socket(admin_socket)
         with usable_socket_path(admin_socket) as bindable:
             await web.UnixSite(runner, bindable).start()
         os.chmod(admin_socket, 0o660)
         log.info(
-            "serving Glance %s on http://%s:%d (admin socket %s)",
+            "serving Glance %s on %s://%s:%d (admin socket %s)",
             settings.upstream_url,
+            "https" if ssl_context else "http",
             settings.listen_host,
             settings.listen_port,
             admin_socket,
@@ -72,6 +85,20 @@ async def run(settings: Settings) -> None:
         log.info("shutting down: transfers in flight get %.0fs", settings.shutdown_timeout)
     finally:
         await runner.cleanup()
+
+
+def _reload_certificate(context: ssl.SSLContext, settings: Settings) -> None:
+    try:
+        load_server_certificate(context, settings)
+    except ConfigError as exc:
+        log.error("The TLS certificate was not reloaded (%s); still serving the previous one.", exc)
+        return
+    assert settings.tls_cert is not None
+    log.info(
+        "TLS certificate reloaded from %s (%s); new connections get it",
+        settings.tls_cert,
+        certificate_file_summary(settings.tls_cert),
+    )
 
 
 def _remove_stale_socket(path: Path) -> None:

@@ -39,6 +39,7 @@ class Uplink:
         self._failures = 0
         self.online = True
         self.changed_at = time.time()
+        self.reason: str | None = None  # while offline: why, in a sentence
         self._went_online = asyncio.Event()
         self._went_online.set()
         self._went_offline = asyncio.Event()
@@ -74,6 +75,11 @@ class Uplink:
         if not self.online:
             self._set(online=True, reason="the upstream answers again")
 
+    def note_probe_failure(self, reason: str) -> None:
+        """While offline, a failed probe's cause replaces the one the uplink went down with."""
+        if not self.online:
+            self.reason = reason
+
     def record_failure(self, reason: str) -> None:
         self._failures += 1
         if self.online and self._failures >= self._failures_to_offline:
@@ -92,6 +98,7 @@ class Uplink:
     def _set(self, *, online: bool, reason: str) -> None:
         self.online = online
         self.changed_at = time.time()
+        self.reason = None if online else reason
         if online:
             self._went_offline.clear()
             self._went_online.set()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import ssl
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -28,7 +29,9 @@ from edgecache.config import Settings
 from edgecache.headers import OWN_USER_AGENT
 from edgecache.metrics import Metrics
 from edgecache.pools import DATA_POOL, METADATA_POOL, ConnectionPool, PoolExhausted
+from edgecache.tls import ClientTls, client_context, warn_if_unverified
 from edgecache.uplink import Uplink, UplinkDown
+from edgecache.upstream_failures import FailureExplainer
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +46,6 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 # Answers that mean something between us and Glance (or Glance itself) is not serving.
 UNAVAILABLE_STATUSES = frozenset({502, 503, 504})
 # A probe that cannot get a connection has not shown that the upstream answers.
-_PROBE_FAILURES: tuple[type[BaseException], ...] = (*TRANSIENT_ERRORS, PoolExhausted)
 _REPEATABLE_METHODS = frozenset({"GET", "HEAD"})
 # Pieces this large keep per-piece overhead low on fast links; what is buffered when a stream
 # breaks is lost (aiohttp drops it), so it is not larger.
@@ -54,9 +56,10 @@ _NO_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
 _DATA_SUFFIXES = ("/file", "/stage")
 
 
-def build_connector(settings: Settings, limit: int) -> aiohttp.TCPConnector:
-    """A connector to the upstream that opens at most `limit` connections at once."""
-    return aiohttp.TCPConnector(limit=limit, ttl_dns_cache=60)
+def build_connector(limit: int, ssl_context: ssl.SSLContext) -> aiohttp.TCPConnector:
+    """A connector to the upstream that opens at most `limit` connections at once, with the
+    [upstream] TLS settings (tls.py)."""
+    return aiohttp.TCPConnector(limit=limit, ttl_dns_cache=60, ssl=ssl_context)
 
 
 def pool_for(path_qs: str) -> str:
@@ -99,6 +102,15 @@ class Upstream:
             ),
         }
         self._metrics = metrics
+        self._tls = ClientTls.upstream(settings)
+        self._ssl_context = client_context(self._tls)
+        self._failures = FailureExplainer(
+            context=self._ssl_context,
+            section="upstream",
+            has_client_certificate=self._tls.client_cert is not None,
+            timeout=settings.connect_timeout,
+            metrics=metrics,
+        )
         self._on_fallback = asyncio.Event()
         self._failback: asyncio.Task[None] | None = None
         self.uplink = Uplink(
@@ -110,12 +122,13 @@ class Upstream:
         self._publish_active()
 
     async def start(self) -> None:
+        warn_if_unverified(self._tls, self.endpoints)
         self._sessions = {
             name: aiohttp.ClientSession(
                 timeout=self._timeout,
                 auto_decompress=False,
                 read_bufsize=_READ_BUFFER,
-                connector=build_connector(self._settings, pool.limit),
+                connector=build_connector(pool.limit, self._ssl_context),
             )
             for name, pool in self._pools.items()
         }
@@ -198,7 +211,7 @@ class Upstream:
                     skip_auto_headers=_NO_AUTO_HEADERS,
                 )
             except TRANSIENT_ERRORS as exc:
-                failure = f"{method} {path_qs.split('?')[0]}: {exc!r}"
+                failure = (await self._failures.explain(self.endpoints[index], exc)).sentence
                 self._give_up_on(index)
                 if more_to_try:
                     continue
@@ -207,7 +220,9 @@ class Upstream:
             finally:
                 self._metrics.upstream_duration.labels(method).observe(time.monotonic() - started)
             if response.status in UNAVAILABLE_STATUSES:
-                failure = f"{method} {path_qs.split('?')[0]}: {response.status}"
+                failure = self._failures.unavailable(
+                    self.endpoints[index], response.status
+                ).sentence
                 self._give_up_on(index)
                 if more_to_try:
                     response.release()
@@ -215,6 +230,7 @@ class Upstream:
                 self.uplink.record_failure(failure)
             else:
                 self._use(index)
+                self._failures.answered(self.endpoints[index])
                 self.uplink.record_success()
             try:
                 yield response
@@ -263,19 +279,28 @@ class Upstream:
             self._metrics.upstream_active.labels(endpoint).set(int(index == self._active))
 
     async def _answers(self, index: int) -> bool:
+        endpoint = self.endpoints[index]
         try:
             async with (
                 self._pools[METADATA_POOL].slot(),
                 self.session.get(
-                    self.endpoints[index] + "/versions",
+                    endpoint + "/versions",
                     headers={"User-Agent": OWN_USER_AGENT},
                     skip_auto_headers=_NO_AUTO_HEADERS,
                     timeout=self._probe_timeout,
                 ) as response,
             ):
-                return response.status not in UNAVAILABLE_STATUSES
-        except _PROBE_FAILURES:
+                if response.status in UNAVAILABLE_STATUSES:
+                    failure = self._failures.unavailable(endpoint, response.status)
+                    self.uplink.note_probe_failure(failure.sentence)
+                    return False
+        except TRANSIENT_ERRORS as exc:
+            self.uplink.note_probe_failure((await self._failures.explain(endpoint, exc)).sentence)
             return False
+        except PoolExhausted:
+            return False
+        self._failures.answered(endpoint)
+        return True
 
     async def _probe_all(self) -> bool:
         """For the uplink while it is down: is any endpoint answering? (It becomes active.)"""

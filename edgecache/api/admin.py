@@ -53,6 +53,7 @@ async def status(request: web.Request) -> web.Response:
         {
             "uplink": "up" if uplink.online else "down",
             "uplink_changed_at": uplink.changed_at,
+            "uplink_reason": uplink.reason,
             "upstream": request.app[SETTINGS].upstream_url,
             "cached_images": count,
             "size": size,

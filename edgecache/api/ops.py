@@ -16,6 +16,7 @@ async def healthz(request: web.Request) -> web.Response:
             "status": "ok",
             "uplink": "up" if uplink.online else "down",
             "uplink_changed_at": uplink.changed_at,
+            "uplink_reason": uplink.reason,
         }
     )
 

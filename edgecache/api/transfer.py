@@ -15,6 +15,9 @@ from edgecache.images import ImageRecord
 from edgecache.ranges import ByteRange
 
 _FALLBACK_PIECE = 1 << 20
+# Over TLS bytes must pass through the SSL transport (sendfile would send them in the clear):
+# large pieces read off the event loop keep the per-piece overhead small.
+_TLS_PIECE = 4 << 20
 
 
 class FileEndedEarly(Exception):
@@ -52,6 +55,9 @@ async def send_file(
     if transport is None or transport.is_closing():
         raise ConnectionResetError("client went away")
     loop = asyncio.get_running_loop()
+    if transport.get_extra_info("ssl_object") is not None:
+        await _write_pieces(loop, response, file, offset, count, _TLS_PIECE)
+        return
     try:
         if transport.get_write_buffer_size() == 0:
             sent = await _sendfile_while_writable(loop, transport, file, offset, count)
@@ -60,15 +66,27 @@ async def send_file(
         if sent != count:  # the file is shorter than its record says
             raise FileEndedEarly(f"sent {sent} of {count} bytes: the file is short")
     except NotImplementedError:  # event loops without sendfile (uvloop)
-        end = offset + count
-        while offset < end:
-            piece = await loop.run_in_executor(
-                None, file_pread, file, min(_FALLBACK_PIECE, end - offset), offset
-            )
-            if not piece:
-                raise FileEndedEarly("the file ended early") from None
-            await response.write(piece)
-            offset += len(piece)
+        await _write_pieces(loop, response, file, offset, count, _FALLBACK_PIECE)
+
+
+async def _write_pieces(
+    loop: asyncio.AbstractEventLoop,
+    response: web.StreamResponse,
+    file: IO[bytes],
+    offset: int,
+    count: int,
+    piece_size: int,
+) -> None:
+    """Read pieces on a worker thread and write them through the transport."""
+    end = offset + count
+    while offset < end:
+        piece = await loop.run_in_executor(
+            None, file_pread, file, min(piece_size, end - offset), offset
+        )
+        if not piece:
+            raise FileEndedEarly("the file ended early")
+        await response.write(piece)
+        offset += len(piece)
 
 
 @contextlib.contextmanager

@@ -24,7 +24,7 @@ async def versions(request: web.Request) -> web.Response:
     versions = document.get("versions") if isinstance(document, dict) else None
     if not isinstance(versions, list):
         return to_response(request, answer)
-    own_base = f"{request.scheme}://{request.host}"
+    own_base = f"{own_scheme(request)}://{request.host}"
     upstream_base = request.app[UPSTREAM].base_url
     for version in versions:
         for link in version.get("links", []):
@@ -32,6 +32,13 @@ async def versions(request: web.Request) -> web.Response:
                 link["href"] = rewrite_href(link["href"], upstream_base, own_base)
     advertise_cache_api(versions)
     return to_response(request, answer, body=json.dumps(document).encode())
+
+
+def own_scheme(request: web.Request) -> str:
+    """https when edgecache serves TLS itself, or when the proxy in front of it that ends TLS
+    (HAProxy of a multi-node zone) says so; it only shapes links sent back to this caller."""
+    forwarded = request.headers.get("X-Forwarded-Proto", "").lower()
+    return forwarded if forwarded in ("http", "https") else request.scheme
 
 
 def advertise_cache_api(versions: list[dict[str, Any]]) -> None:

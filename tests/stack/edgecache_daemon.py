@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -47,10 +48,12 @@ class EdgecacheDaemon:
         settings: Mapping[str, Mapping[str, Any]] = QUICK_SETTINGS,
         python: str = sys.executable,
         host: str = "127.0.0.1",
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         """``keystone``: service credentials for the ``[keystone]`` section (e.g. the stack's
         ``glance_service``); ``settings``: extra TOML tables; ``python``: an interpreter that
-        has edgecache installed."""
+        has edgecache installed; ``tls``: with ``[server] tls_cert`` in ``settings``, how
+        to verify edgecache's HTTPS (its URL is then ``https://``)."""
         self.base_dir = Path(base_dir).resolve()
         self.upstream = upstream
         self.host = host
@@ -61,11 +64,13 @@ class EdgecacheDaemon:
         self._keystone = keystone
         self._settings = settings
         self._python = python
+        self._tls = tls
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        scheme = "https" if self._tls is not None else "http"
+        return f"{scheme}://{self.host}:{self.port}"
 
     @property
     def pid(self) -> int:
@@ -146,7 +151,7 @@ class EdgecacheDaemon:
 
     def health(self) -> dict[str, Any]:
         document: dict[str, Any] = rest.request(
-            "GET", f"{self.url}/healthz", expect={200}, timeout=10
+            "GET", f"{self.url}/healthz", expect={200}, timeout=10, tls=self._tls
         ).json()
         return document
 
@@ -161,7 +166,7 @@ class EdgecacheDaemon:
 
     def metrics(self) -> dict[str, float]:
         """``/metrics`` as {sample name with labels: value}, comments left out."""
-        text = rest.request("GET", f"{self.url}/metrics", expect={200}).body.decode()
+        text = rest.request("GET", f"{self.url}/metrics", expect={200}, tls=self._tls).body.decode()
         samples: dict[str, float] = {}
         for line in text.splitlines():
             if line and not line.startswith("#"):
@@ -186,7 +191,8 @@ class EdgecacheDaemon:
                     f"last lines of {self.log_path}:\n{self.log_tail()}"
                 )
             with contextlib.suppress(OSError, StackError):
-                if rest.request("GET", f"{self.url}/healthz", timeout=5).status == 200:
+                healthz = rest.request("GET", f"{self.url}/healthz", timeout=5, tls=self._tls)
+                if healthz.status == 200:
                     return
             time.sleep(0.05)
         raise StackError(

@@ -28,6 +28,7 @@ import re
 import secrets
 import signal
 import socket
+import ssl
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
@@ -164,6 +165,7 @@ class OpenStackStack:
         self._admin_token: Token | None = None
         self._keystone: _Server | None = None
         self._glance: _Server | None = None
+        self._glance_tls: _Server | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -204,7 +206,7 @@ class OpenStackStack:
 
     def stop(self) -> None:
         """Stop every process the stack started (idempotent)."""
-        for server in (self._glance, self._keystone):
+        for server in (self._glance_tls, self._glance, self._keystone):
             if server is not None:
                 server.stop()
         if self._lifeline is not None:
@@ -223,6 +225,26 @@ class OpenStackStack:
         glance = self._require(self._glance)
         glance.start(self._require(self._lifeline)[0])
         glance.wait_ready(f"{self.glance_url}/healthcheck")
+
+    def serve_glance_over_tls(self, certfile: Path, keyfile: Path, cafile: Path) -> str:
+        """A second gunicorn serving the same Glance (same database and store) over HTTPS
+        (``--certfile``/``--keyfile``); returns its ``https://`` URL once it answers,
+        verified against ``cafile``. Stopped with the stack."""
+        if self._glance_tls is not None:
+            raise StackError("Glance is already served over TLS")
+        port = _free_ports(self.host)[0]
+        (self.base_dir / "glance-tls").mkdir(exist_ok=True)
+        server = self._gunicorn(
+            "glance-tls",
+            "glance.wsgi.api:application",
+            port,
+            "--certfile", str(certfile), "--keyfile", str(keyfile),
+        )  # fmt: skip
+        self._glance_tls = server
+        server.start(self._require(self._lifeline)[0])
+        url = f"https://{self.host}:{port}"
+        server.wait_ready(f"{url}/healthcheck", tls=ssl.create_default_context(cafile=cafile))
+        return url
 
     def restart_glance(self) -> None:
         """Graceful stop, then :meth:`start_glance`."""
@@ -559,7 +581,7 @@ class OpenStackStack:
             }
             self._keystone_call("POST", "/endpoints", {"endpoint": endpoint})
 
-    def _gunicorn(self, name: str, app: str, port: int) -> _Server:
+    def _gunicorn(self, name: str, app: str, port: int, *options: str) -> _Server:
         d = self.base_dir / name
         argv = [
             str(self.bin_dir / "gunicorn"),
@@ -573,6 +595,7 @@ class OpenStackStack:
             "--pythonpath", str(WSGI_DIR),
             "--access-logfile", str(d / "access.log"),
             "--access-logformat", ACCESS_LOG_FORMAT,
+            *options,
             app,
         ]  # fmt: skip
         env = self.client_env() | {
@@ -690,7 +713,9 @@ class _Server:
                 pass_fds=(lifeline_fd,),
             )
 
-    def wait_ready(self, url: str, timeout: float = 180.0) -> None:
+    def wait_ready(
+        self, url: str, timeout: float = 180.0, tls: ssl.SSLContext | None = None
+    ) -> None:
         """Poll ``url`` until it answers 200; fail early if the server exits."""
         proc = self._proc
         if proc is None:
@@ -703,7 +728,7 @@ class _Server:
                     f"last lines of {self.log_path}:\n{_tail(self.log_path)}"
                 )
             try:
-                if rest.request("GET", url, timeout=5.0).status == 200:
+                if rest.request("GET", url, timeout=5.0, tls=tls).status == 200:
                     return
             except OSError:
                 pass  # not listening or still loading the app

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import ssl
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, BinaryIO
@@ -49,13 +50,14 @@ def request(
     headers: Mapping[str, str | None] | None = None,
     expect: Collection[int] | None = None,
     timeout: float = 60.0,
+    tls: ssl.SSLContext | None = None,
 ) -> Response:
     """Send one request and read the whole answer.
 
     ``json_body`` is serialised as JSON; ``body`` is sent as is (a file object needs a
     ``Content-Length`` in ``headers``); a header given as None is not sent (``Accept``). With
     ``expect``, any other status raises :class:`HTTPStatusError`. Connection errors propagate
-    as ``OSError``.
+    as ``OSError``. ``https`` URLs are verified with ``tls`` (default: the system's CAs).
     """
     parts = urlsplit(url)
     given = {"Accept": "application/json", **(headers or {})}
@@ -68,7 +70,11 @@ def request(
     path = parts.path or "/"
     if parts.query:
         path += "?" + parts.query
-    conn = http.client.HTTPConnection(parts.netloc, timeout=timeout, blocksize=_BLOCK)
+    conn = (
+        http.client.HTTPSConnection(parts.netloc, timeout=timeout, blocksize=_BLOCK, context=tls)
+        if parts.scheme == "https"
+        else http.client.HTTPConnection(parts.netloc, timeout=timeout, blocksize=_BLOCK)
+    )
     try:
         conn.request(method, path, body=body, headers=all_headers)
         raw = conn.getresponse()

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import trustme
 
 from edgecache.cli import main
 from edgecache.config import TOML_KEYS, ConfigError, load_settings, parse_size
@@ -132,3 +133,86 @@ def test_example_config_documents_every_setting() -> None:
         for key in keys:
             assert f"\n{key} = " in text, f"{section}.{key} is not in the example"
     assert settings.upstream.startswith("http")
+
+
+@pytest.fixture
+def pems(tmp_path: Path) -> dict[str, Path]:
+    """A CA, a certificate and its key, a key of another certificate, and a file that is no PEM."""
+    ca = trustme.CA()
+    leaf, other = ca.issue_cert("edge.example"), ca.issue_cert("other.example")
+    files = {
+        "ca": tmp_path / "ca.pem",
+        "cert": tmp_path / "cert.pem",
+        "key": tmp_path / "key.pem",
+        "other_key": tmp_path / "other.key",
+        "text": tmp_path / "notes.txt",
+    }
+    ca.cert_pem.write_to_path(str(files["ca"]))
+    leaf.cert_chain_pems[0].write_to_path(str(files["cert"]))
+    leaf.private_key_pem.write_to_path(str(files["key"]))
+    other.private_key_pem.write_to_path(str(files["other_key"]))
+    files["text"].write_text("not a certificate\n")
+    return files
+
+
+@pytest.mark.parametrize(
+    ("tables", "key", "problem"),
+    [
+        ({"upstream": {"ca_file": "absent.pem"}}, "upstream.ca_file", "no such file"),
+        ({"upstream": {"ca_file": "text"}}, "upstream.ca_file", "holds no PEM certificate"),
+        ({"keystone": {"ca_file": "text"}}, "keystone.ca_file", "holds no PEM certificate"),
+        ({"upstream": {"client_cert": "key"}}, "upstream.client_cert", "no PEM certificate"),
+        ({"upstream": {"client_cert": "cert"}}, "upstream.client_key", "required with"),
+        ({"upstream": {"client_key": "key"}}, "upstream.client_key", "set upstream.client_cert"),
+        (
+            {"upstream": {"client_cert": "cert", "client_key": "other_key"}},
+            "upstream.client_key",
+            "cannot be used together",
+        ),
+        ({"server": {"tls_cert": "cert", "tls_key": "text"}}, "server.tls_key", "no PEM private"),
+        (
+            {"server": {"tls_cert": "cert", "tls_key": "other_key"}},
+            "server.tls_key",
+            "cannot be used together",
+        ),
+        ({"server": {"tls_client_ca": "ca"}}, "server.tls_client_ca", "need server.tls_cert"),
+        ({"upstream": {"verify": "no"}}, "upstream.verify", "expected true or false"),
+    ],
+)
+def test_bad_tls_files_stop_start_up_with_exit_2_naming_the_key(
+    tmp_path: Path,
+    pems: dict[str, Path],
+    capsys: pytest.CaptureFixture[str],
+    tables: dict[str, dict[str, object]],
+    key: str,
+    problem: str,
+) -> None:
+    lines = ['[upstream]\nurl = "https://glance.region.example:9292"\n']
+    for section, table in tables.items():
+        lines.append(f"[{section}]\n" if section != "upstream" else "")
+        for name, value in table.items():
+            text = str(pems.get(str(value), tmp_path / str(value)))
+            lines.append(f'{name} = "{text}"\n' if name != "verify" else f'{name} = "{value}"\n')
+    config = tmp_path / "edgecache.toml"
+    config.write_text("".join(lines))
+    assert main(["serve", "--config", str(config)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert err[0].startswith(f"edgecache: invalid configuration: {key}: ")
+    assert problem in err[0]
+
+
+def test_tls_files_that_are_fine_are_taken(tmp_path: Path, pems: dict[str, Path]) -> None:
+    settings = load_settings(
+        None,
+        {
+            "upstream": "https://glance.region.example:9292",
+            "upstream_ca_file": str(tmp_path),  # a directory of CAs
+            "upstream_client_cert": str(pems["cert"]),
+            "upstream_client_key": str(pems["key"]),
+            "upstream_verify": False,
+        },
+    )
+    assert settings.upstream_ca_file == tmp_path
+    assert settings.upstream_client_key == pems["key"]
+    assert settings.upstream_verify is False
