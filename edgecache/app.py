@@ -24,6 +24,7 @@ from edgecache.appkeys import (
     PREFETCHER,
     RECALL,
     SETTINGS,
+    SIBLINGS,
     UPSTREAM,
 )
 from edgecache.auth import Authority, TokenHasher
@@ -36,8 +37,11 @@ from edgecache.prefetch import Prefetcher
 from edgecache.recall import Recall
 from edgecache.revalidate import Revalidator
 from edgecache.store.cache import ImageCache
+from edgecache.store.source import RegionSource, SourcePicker
 from edgecache.systemd import systemd_notify_ctx
 from edgecache.upstream import Upstream
+from edgecache.zone import endpoint as zone_endpoint
+from edgecache.zone.siblings import Siblings, ZoneSources
 
 IMAGE_ID = r"{image_id:[^/]+}"
 TOKEN_KEY_FILE = "token-hash.key"
@@ -52,6 +56,7 @@ def create_app(settings: Settings) -> web.Application:
     app[BUSY_LOG] = busy_log()
     app.on_response_prepare.append(add_request_id)
     app.cleanup_ctx.append(systemd_notify_ctx)  # first: its watchdog pings outlive _components
+    app.cleanup_ctx.append(_siblings)
     app.cleanup_ctx.append(_components)
     router = app.router
     router.add_get("/", versions, allow_head=False)
@@ -65,6 +70,8 @@ def create_app(settings: Settings) -> web.Application:
     router.add_get("/v2/schemas/{schema:.+}", schema, allow_head=False)
     router.add_route("GET", f"/v2/images/{IMAGE_ID}/file", image_file)
     router.add_route("HEAD", f"/v2/images/{IMAGE_ID}/file", image_file)
+    router.add_route("GET", zone_endpoint.ROUTE, zone_endpoint.sibling_file)
+    router.add_route("HEAD", zone_endpoint.ROUTE, zone_endpoint.sibling_file)
     router.add_get("/v2/cache", cache_admin.cache_state, allow_head=False)
     router.add_delete("/v2/cache", cache_admin.clear)
     router.add_put("/v2/cache/{image_id}", cache_admin.queue_image)
@@ -76,13 +83,29 @@ def create_app(settings: Settings) -> web.Application:
     return app
 
 
+async def _siblings(app: web.Application) -> AsyncIterator[None]:
+    """The zone's other nodes, when [zone] peers names some."""
+    if not app[SETTINGS].siblings:
+        yield
+        return
+    siblings = Siblings(app[SETTINGS], app[METRICS])
+    await siblings.start()
+    app[SIBLINGS] = siblings
+    try:
+        yield
+    finally:
+        await siblings.close()
+
+
 async def _components(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     upstream = Upstream(settings, app[METRICS])
     await upstream.start()
     app[UPSTREAM] = upstream
+    region = RegionSource(upstream)
+    sources: SourcePicker = ZoneSources(app[SIBLINGS], region) if SIBLINGS in app else region
     try:
-        cache = await ImageCache.open(settings, upstream, app[METRICS])
+        cache = await ImageCache.open(settings, sources, app[METRICS])
         app[CACHE] = cache
         await cache.index.decisions.purge_expired()
         credentials = settings.service_credentials

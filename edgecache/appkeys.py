@@ -12,6 +12,7 @@ from edgecache.prefetch import Prefetcher
 from edgecache.recall import Recall
 from edgecache.store.cache import ImageCache
 from edgecache.upstream import Upstream
+from edgecache.zone.siblings import Siblings
 
 SETTINGS = web.AppKey("settings", Settings)
 METRICS = web.AppKey("metrics", Metrics)
@@ -20,4 +21,5 @@ CACHE = web.AppKey("cache", ImageCache)
 AUTHORITY = web.AppKey("authority", Authority)
 RECALL = web.AppKey("recall", Recall)
 PREFETCHER = web.AppKey("prefetcher", Prefetcher)
+SIBLINGS = web.AppKey("siblings", Siblings)  # only in a zone of several nodes ([zone] peers)
 KEYSTONE_SESSION = web.AppKey("keystone_session", aiohttp.ClientSession)

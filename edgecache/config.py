@@ -126,6 +126,15 @@ class Settings:
     admin_socket_path: Path | None = None
     shutdown_timeout: float = 30.0
     client_idle_timeout: float = 60.0
+    zone_peers: tuple[str, ...] = ()
+    zone_self: str | None = None
+    zone_secret: str | None = None
+    zone_lookup_timeout: float = 1.0
+
+    @property
+    def siblings(self) -> tuple[str, ...]:
+        """The other nodes of this zone (every configured peer but this node itself)."""
+        return tuple(peer for peer in self.zone_peers if peer != self.zone_self)
 
     @property
     def admin_socket(self) -> Path:
@@ -220,8 +229,15 @@ TOML_KEYS: dict[str, dict[str, str]] = {
         "reverify_after": "reverify_after",
         "prefetch_parallel": "prefetch_parallel",
     },
+    "zone": {
+        "peers": "zone_peers",
+        "self": "zone_self",
+        "secret": "zone_secret",
+        "lookup_timeout": "zone_lookup_timeout",
+    },
 }
 TOML_KEYS_BY_ATTR = {attr: key for table in TOML_KEYS.values() for key, attr in table.items()}
+MIN_ZONE_SECRET = 16
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 # PEM files: Settings attribute -> what the file must hold
 _CERTIFICATE_FILES = ("upstream_client_cert", "keystone_client_cert", "tls_cert")
@@ -272,6 +288,16 @@ def _coerce(attr: str, key: str, value: Any) -> dict[str, Any]:
         if not isinstance(value, list):
             raise ConfigError(key, "expected a list of http(s) URLs")
         return {attr: tuple(_check_url(url.strip(), key) for url in value)}
+    if attr == "zone_peers":
+        if not isinstance(value, list) or not value:
+            raise ConfigError(key, 'expected a list of node URLs, such as ["http://node1:9292"]')
+        return {attr: tuple(_check_url(url, key).rstrip("/") for url in value)}
+    if attr == "zone_self":
+        return {attr: _check_url(value, key).rstrip("/")}
+    if attr == "zone_secret":
+        if not isinstance(value, str) or len(value) < MIN_ZONE_SECRET:
+            raise ConfigError(key, f"expected a string of at least {MIN_ZONE_SECRET} characters")
+        return {attr: value}
     if attr in _CERTIFICATE_FILES or attr in _KEY_FILES or attr in _CA_FILES:
         if value == "":  # TOML has no null: an empty path leaves the setting unset
             return {}
@@ -317,6 +343,7 @@ def _coerce(attr: str, key: str, value: Any) -> dict[str, Any]:
         "shutdown_timeout",
         "client_idle_timeout",
         "pool_wait",
+        "zone_lookup_timeout",
     ):
         return {attr: _seconds(key, value, allow_zero=False)}
     if attr in ("reverify_after", "reuse_decisions_for"):
@@ -376,6 +403,21 @@ def _check_tls_pairs(values: dict[str, Any]) -> None:
         raise ConfigError("server.tls_client_ca", "client certificates need server.tls_cert")
 
 
+def _check_zone(values: dict[str, Any]) -> None:
+    """Peers need this node's own address among them and the zone's shared secret."""
+    if "zone_peers" not in values:
+        for attr in ("zone_self", "zone_secret"):
+            if attr in values:
+                raise ConfigError(f"zone.{TOML_KEYS_BY_ATTR[attr]}", "set zone.peers too")
+        return
+    if "zone_self" not in values:
+        raise ConfigError("zone.self", "required with zone.peers: this node's own URL in it")
+    if values["zone_self"] not in values["zone_peers"]:
+        raise ConfigError("zone.self", f"{values['zone_self']} is not one of zone.peers")
+    if "zone_secret" not in values:
+        raise ConfigError("zone.secret", "required with zone.peers (the nodes share it)")
+
+
 def _seconds(key: str, value: Any, *, allow_zero: bool) -> float:
     number = not isinstance(value, bool) and isinstance(value, int | float)
     if not number or value < 0 or (value == 0 and not allow_zero):
@@ -427,5 +469,6 @@ def load_settings(
             if f"keystone_{needed}" not in values:
                 raise ConfigError(f"keystone.{needed}", "required when keystone.auth_url is set")
     _check_tls_pairs(values)
+    _check_zone(values)
     known = {f.name for f in fields(Settings)}
     return Settings(**{k: v for k, v in values.items() if k in known})

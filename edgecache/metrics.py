@@ -105,6 +105,23 @@ class Metrics:
         self.bytes_fetched = Counter(
             "edgecache_fetched_bytes", "Image bytes fetched from the upstream by fills", registry=r
         )
+        # --- the zone (edgecache.zone) ----------------------------------------------------
+        self.sibling_bytes_fetched = Counter(
+            "edgecache_sibling_fetched_bytes",
+            "Image bytes fills took from sibling nodes of the zone instead of the upstream",
+            registry=r,
+        )
+        self.sibling_lookups = Counter(
+            "edgecache_sibling_lookups",
+            "Questions to sibling nodes whether they have an image, by answer",
+            ["result"],  # stored, filling, miss, error
+            registry=r,
+        )
+        self.sibling_bytes_served = Counter(
+            "edgecache_sibling_served_bytes",
+            "Image bytes this node sent to sibling nodes for their fills",
+            registry=r,
+        )
         self.transfers_in_progress = Gauge(
             "edgecache_transfers_in_progress",
             "Image data transfers to callers under way, by source",

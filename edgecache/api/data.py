@@ -12,7 +12,7 @@ from aiohttp import web
 from edgecache.api.answers import downloadable_image, to_response
 from edgecache.api.proxy import BYTES_SENT, passthrough
 from edgecache.api.transfer import FileEndedEarly, abort, corked, data_response, send_file
-from edgecache.appkeys import AUTHORITY, CACHE, METRICS, UPSTREAM
+from edgecache.appkeys import AUTHORITY, CACHE, METRICS, SIBLINGS, UPSTREAM
 from edgecache.auth import Caller
 from edgecache.headers import forwardable
 from edgecache.images import ImageRecord, is_image_id
@@ -81,7 +81,7 @@ async def _serve(
             if response is not None:
                 metrics.data_requests.labels("hit").inc()
                 return response
-        if not request.app[UPSTREAM].uplink.online:
+        if not request.app[UPSTREAM].uplink.online and not await _a_sibling_has(request, image):
             metrics.data_requests.labels("unavailable").inc()
             return to_response(request, uplink_down(f"the data of image {image.id}"))
         fill = await cache.fill(image, caller.headers)
@@ -99,6 +99,11 @@ async def _serve(
         return response
     metrics.data_requests.labels("miss").inc()
     return await _serve_fill(request, image, fill)
+
+
+async def _a_sibling_has(request: web.Request, image: ImageRecord) -> bool:
+    """Whether a sibling node of the zone can be the source of a fill while the uplink is down."""
+    return SIBLINGS in request.app and bool(await request.app[SIBLINGS].offers(image))
 
 
 async def _relay_verified(

@@ -20,7 +20,7 @@ from edgecache.store.evict import Evictor
 from edgecache.store.fill import Fill, FillManager
 from edgecache.store.index import BlobEntry, Index
 from edgecache.store.recent import RecentlyVerified
-from edgecache.upstream import Upstream
+from edgecache.store.source import SourcePicker
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,8 @@ class ImageCache:
         self._recent = recent
 
     @classmethod
-    async def open(cls, settings: Settings, upstream: Upstream, metrics: Metrics) -> ImageCache:
+    async def open(cls, settings: Settings, sources: SourcePicker, metrics: Metrics) -> ImageCache:
+        """`sources`: where fills take their bytes from (edgecache.store.source)."""
         store = BlobStore(Path(settings.cache_dir))
         executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="edgecache-io")
         # Fills get threads of their own: their lanes keep a thread while bytes keep coming,
@@ -73,7 +74,7 @@ class ImageCache:
         fills = FillManager(
             store=store,
             index=index,
-            upstream=upstream,
+            sources=sources,
             evictor=evictor,
             metrics=metrics,
             executor=fill_executor,

@@ -4,8 +4,9 @@ A fill writes the upstream bytes into `incoming/<id>.part`, hashing each piece (
 plus Glance's md5 and os_hash_value over the whole) off the event loop. Readers follow the
 partial file as it grows, but the final byte is held back until the whole image has been
 verified, so a reader can only ever finish a transfer whose bytes Glance vouched for. A broken
-upstream stream is resumed with a Range request; a fill that cannot finish or verify is
-discarded and every reader's transfer fails.
+stream is resumed with a Range request, from whichever source the fill's picker offers then
+(the region, or a sibling node of the zone: edgecache.store.source); a fill that cannot
+finish or verify is discarded and every reader's transfer fails.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ from edgecache.store.evict import Evictor
 from edgecache.store.index import BlobEntry, Index
 from edgecache.store.lanes import Lanes, LaneStopped
 from edgecache.store.recent import RecentlyVerified
-from edgecache.upstream import TRANSIENT_ERRORS, Upstream
+from edgecache.store.source import REGION, ByteSource, SourceLost, SourcePicker
+from edgecache.upstream import TRANSIENT_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +70,7 @@ RESUMABLE_ERRORS: tuple[type[BaseException], ...] = (
     *TRANSIENT_ERRORS,
     UpstreamShortRead,
     UpstreamUnavailable,
+    SourceLost,
 )
 
 
@@ -89,6 +92,10 @@ class Fill:
         self.verified = False
         self.error: BaseException | None = None
         self.last_progress = time.monotonic()
+        # How far this fill's bytes are from the region (edgecache.store.source); None until
+        # its first source is chosen.
+        self.depth: int | None = None
+        self._source_chosen = asyncio.Event()
         self._fd = fd
         self._chunks = ChunkHasher(chunk_size)
         self._digest = ImageDigest(image, with_md5)
@@ -115,6 +122,15 @@ class Fill:
                 return limit
             progress = self._progress
             await progress.wait()
+
+    def take_from(self, source: ByteSource) -> None:
+        if self.depth is None or source.depth < self.depth:
+            self.depth = source.depth
+        self._source_chosen.set()
+
+    async def wait_source_chosen(self) -> None:
+        """Until the fill knows its depth (or has failed)."""
+        await self._source_chosen.wait()
 
     async def wait_verified(self) -> None:
         await self.readable_end(self.size)
@@ -168,6 +184,7 @@ class Fill:
 
     def fail(self, error: BaseException) -> None:
         self.error = error
+        self._source_chosen.set()
         self._notify()
 
     async def close(self) -> None:
@@ -194,7 +211,7 @@ class FillManager:
         *,
         store: BlobStore,
         index: Index,
-        upstream: Upstream,
+        sources: SourcePicker,
         evictor: Evictor,
         metrics: Metrics,
         executor: Executor,
@@ -205,7 +222,7 @@ class FillManager:
     ) -> None:
         self._store = store
         self._index = index
-        self._upstream = upstream
+        self._sources = sources
         self._evictor = evictor
         self._metrics = metrics
         self._executor = executor
@@ -329,7 +346,7 @@ class FillManager:
             self._metrics.fill_resumes.inc()
             error = state.outcome.exception() if state.outcome else None
             log.info(
-                "upstream stream of %s broke at byte %d (%s); resuming",
+                "stream of %s broke at byte %d (%s); resuming",
                 fill.image.id,
                 fill.written,
                 type(error).__name__,
@@ -339,12 +356,18 @@ class FillManager:
 
     async def _stream(self, fill: Fill, identity: dict[str, str]) -> None:
         offset = fill.written
-        uplink = self._upstream.uplink
-        if not uplink.online:  # ride out a short outage instead of spinning on UplinkDown
-            await uplink.wait_online(self._stall_timeout - self._stalled_for(fill))
+        source = await self._sources.pick(
+            fill.image, fill.depth, self._stall_timeout - self._stalled_for(fill)
+        )
+        fill.take_from(source)
+        fetched = (
+            self._metrics.bytes_fetched
+            if source.kind == REGION
+            else self._metrics.sibling_bytes_fetched
+        )
         intake = _Intake(fill, BATCH_SIZE, LANE_DEPTH)
         try:
-            async with self._upstream.image_data(fill.image.id, identity, offset) as response:
+            async with source.image_data(fill.image.id, identity, offset) as response:
                 skip = self._bytes_to_skip(response, offset)
                 async for piece in response.content.iter_any():
                     if skip:
@@ -353,7 +376,7 @@ class FillManager:
                         if not piece:
                             continue
                     await intake.add(piece)
-                    self._metrics.bytes_fetched.inc(len(piece))
+                    fetched.inc(len(piece))
         finally:
             # Also after a broken stream: what did arrive is good, and the resume starts after it.
             await intake.finish()

@@ -1,0 +1,179 @@
+"""The answering side: a sibling's bytes of an image from this node's stored copy or fill.
+
+Never from the region: a sibling asks here before going there itself. Only nodes that carry
+the zone's secret are answered. The secret, rather than a list of peer addresses, because
+behind HAProxy, NAT or a container network the address a request comes from says little, and
+the secret works the same over the zone's TLS; HAProxy also refuses the path from outside
+(config/haproxy.cfg).
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+
+from aiohttp import web
+
+from edgecache.api.answers import to_response
+from edgecache.api.transfer import FileEndedEarly, abort, corked, send_file
+from edgecache.appkeys import CACHE, METRICS, SETTINGS
+from edgecache.config import Settings
+from edgecache.images import is_image_id
+from edgecache.ranges import ByteRange, MultipleRanges, RangeNotSatisfiable, parse_range
+from edgecache.recall import refusal
+from edgecache.store.blobs import BlobCorrupt
+from edgecache.store.fill import Fill, FillFailed
+from edgecache.store.index import BlobEntry
+from edgecache.store.source import STORED_DEPTH
+from edgecache.zone.protocol import (
+    ASKER_HEADER,
+    COPY_HEADER,
+    DEPTH_HEADER,
+    EXPECT_HEADER,
+    FILLING,
+    SECRET_HEADER,
+    STORED,
+    version_of,
+    version_of_record,
+)
+
+log = logging.getLogger(__name__)
+
+ROUTE = "/zone/v1/images/{image_id}/file"
+ZONE_ONLY = "This endpoint answers only the other edgecache nodes of this zone."
+
+
+async def sibling_file(request: web.Request) -> web.StreamResponse:
+    settings = request.app[SETTINGS]
+    if not _from_the_zone(request, settings):
+        return to_response(request, refusal(403, ZONE_ONLY))
+    image_id = request.match_info["image_id"]
+    if not is_image_id(image_id):
+        return _not_here(request, image_id)
+    cache = request.app[CACHE]
+    expected = request.headers.get(EXPECT_HEADER)
+    fill = cache.filling(image_id)
+    if fill is not None and expected in (None, version_of_record(fill.image)):
+        if fill.depth is None and _asker_waits_for_me(request, settings):
+            await fill.wait_source_chosen()
+        if fill.depth is not None and fill.error is None:
+            return await _serve_fill(request, fill, fill.depth)
+    entry = await cache.index.get(image_id)
+    if entry is not None and expected in (
+        None,
+        version_of(entry.size, entry.hash_value, entry.checksum),
+    ):
+        response = await _serve_stored(request, entry)
+        if response is not None:
+            return response
+    return _not_here(request, image_id)
+
+
+def _from_the_zone(request: web.Request, settings: Settings) -> bool:
+    secret = request.headers.get(SECRET_HEADER, "")
+    return settings.zone_secret is not None and hmac.compare_digest(
+        secret.encode(), settings.zone_secret.encode()
+    )
+
+
+def _asker_waits_for_me(request: web.Request, settings: Settings) -> bool:
+    """Whether the asker should hear where this node's starting fill takes its bytes from.
+
+    Two nodes that start a fill of the same image at the same moment would each find the other
+    without a source yet, and both go to the region. So a node answers a node after it in
+    `[zone] peers` only once it has chosen (at most one look-up later), and a node before it
+    at once: that one then goes to the region itself, and this one takes the image from it.
+    """
+    peers, asker = settings.zone_peers, request.headers.get(ASKER_HEADER, "")
+    assert settings.zone_self is not None
+    return asker in peers and peers.index(asker) > peers.index(settings.zone_self)
+
+
+def _not_here(request: web.Request, image_id: str) -> web.Response:
+    return to_response(
+        request, refusal(404, f"This node has no copy of image {image_id} and is not filling it.")
+    )
+
+
+def _wanted(request: web.Request, size: int) -> ByteRange | web.Response:
+    try:
+        byte_range = parse_range(request.headers.get("Range"), size)
+    except (MultipleRanges, RangeNotSatisfiable):
+        headers = {"Content-Range": f"bytes */{size}"}
+        return to_response(request, refusal(416, "The Range requested is not available.", headers))
+    return byte_range or ByteRange(0, size)
+
+
+def _response(size: int, wanted: ByteRange, copy: str, depth: int) -> web.StreamResponse:
+    whole = wanted.start == 0 and wanted.end == size
+    response = web.StreamResponse(status=200 if whole else 206)
+    response.content_type = "application/octet-stream"
+    response.content_length = wanted.length
+    if not whole:
+        response.headers["Content-Range"] = wanted.content_range(size)
+    response.headers[COPY_HEADER] = copy
+    response.headers[DEPTH_HEADER] = str(depth)
+    return response
+
+
+async def _serve_fill(request: web.Request, fill: Fill, depth: int) -> web.StreamResponse:
+    """The fill's bytes as they land; the last one only once the fill is verified."""
+    wanted = _wanted(request, fill.size)
+    if isinstance(wanted, web.Response):
+        return wanted
+    response = _response(fill.size, wanted, FILLING, depth)
+    if request.method == "HEAD":
+        return response
+    sent = wanted.start
+    with fill.open_reader() as partial:
+        await response.prepare(request)
+        try:
+            while sent < wanted.end:
+                end = min(await fill.readable_end(sent), wanted.end)
+                await send_file(request, response, partial, sent, end - sent)
+                request.app[METRICS].sibling_bytes_served.inc(end - sent)
+                sent = end
+        except (FillFailed, FileEndedEarly, ConnectionError) as exc:
+            log.info("transfer of image %s to a sibling ended early: %s", fill.image.id, exc)
+            abort(request)
+            return response
+    await response.write_eof()
+    return response
+
+
+async def _serve_stored(request: web.Request, entry: BlobEntry) -> web.StreamResponse | None:
+    """The stored copy, each chunk re-hashed as for any reader; None if it is gone or its
+    first chunk is corrupt."""
+    cache = request.app[CACHE]
+    wanted = _wanted(request, entry.size)
+    if isinstance(wanted, web.Response):
+        return wanted
+    response = _response(entry.size, wanted, STORED, STORED_DEPTH)
+    if request.method == "HEAD":
+        return response
+    try:
+        blob = cache.open_blob(entry)
+    except FileNotFoundError:
+        return None
+    with blob, cache.store.reading(entry.image_id):
+        spans = cache.verified_spans(blob, entry, wanted, cache.settings.verify_reads)
+        try:
+            span = await anext(spans, None)
+        except BlobCorrupt as exc:
+            log.error("%s; a sibling asked for it and will look elsewhere", exc)
+            return None
+        with corked(request):
+            await response.prepare(request)
+            try:
+                while span is not None:
+                    await send_file(request, response, blob, span.start, span.length)
+                    request.app[METRICS].sibling_bytes_served.inc(span.length)
+                    span = await anext(spans, None)
+            except (BlobCorrupt, FileEndedEarly, ConnectionError) as exc:
+                log.info("transfer of image %s to a sibling ended early: %s", entry.image_id, exc)
+                abort(request)
+                return response
+            finally:
+                await spans.aclose()
+        await response.write_eof()
+        return response

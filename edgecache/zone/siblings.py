@@ -1,0 +1,199 @@
+"""The asking side: which sibling has an image, and its bytes as the source of a fill."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+
+import aiohttp
+
+from edgecache.config import Settings
+from edgecache.headers import OWN_USER_AGENT
+from edgecache.images import ImageRecord
+from edgecache.metrics import Metrics
+from edgecache.store.source import SIBLING, ByteSource, RegionSource, SourceLost
+from edgecache.zone.protocol import (
+    ASKER_HEADER,
+    COPY_HEADER,
+    DEPTH_HEADER,
+    EXPECT_HEADER,
+    SECRET_HEADER,
+    image_path,
+    version_of_record,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Offer:
+    """A sibling that has an image (a stored copy, or a fill under way) at `depth`."""
+
+    peer: str
+    depth: int
+    copy: str
+
+
+class Siblings:
+    """The zone's other nodes, asked over their sibling endpoint (edgecache.zone.endpoint)."""
+
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        assert settings.zone_self is not None, "config.py requires [zone] self with peers"
+        assert settings.zone_secret is not None, "config.py requires [zone] secret with peers"
+        self.peers = settings.siblings
+        self._headers = {
+            SECRET_HEADER: settings.zone_secret,
+            ASKER_HEADER: settings.zone_self,
+            "User-Agent": OWN_USER_AGENT,
+        }
+        wait = settings.zone_lookup_timeout
+        # A sibling still choosing its own source answers a look-up once it has chosen, which
+        # takes at most its own look-up: hence twice the time for the whole answer.
+        self._lookup_timeout = aiohttp.ClientTimeout(total=2 * wait, connect=wait)
+        self._data_timeout = aiohttp.ClientTimeout(
+            total=None, connect=wait, sock_connect=wait, sock_read=settings.read_timeout
+        )
+        self._metrics = metrics
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        self._session = aiohttp.ClientSession(auto_decompress=False)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError("Siblings.start() was not awaited")
+        return self._session
+
+    async def offers(self, image: ImageRecord, shallower_than: int | None = None) -> list[Offer]:
+        """The siblings that have this version of the image below depth `shallower_than`,
+        shallowest first (in the order of `[zone] peers` among equals); all asked at once."""
+        answers = await asyncio.gather(*(self._ask(peer, image) for peer in self.peers))
+        usable = [
+            offer
+            for offer in answers
+            if offer is not None and (shallower_than is None or offer.depth < shallower_than)
+        ]
+        return sorted(usable, key=lambda offer: offer.depth)
+
+    async def _ask(self, peer: str, image: ImageRecord) -> Offer | None:
+        try:
+            async with self.session.head(
+                peer + image_path(image.id),
+                headers={**self._headers, EXPECT_HEADER: version_of_record(image)},
+                timeout=self._lookup_timeout,
+                allow_redirects=False,
+            ) as response:
+                if response.status == 404:
+                    self._metrics.sibling_lookups.labels("miss").inc()
+                    return None
+                if response.status != 200:
+                    self._refused(peer, response.status)
+                    return None
+                offer = Offer(
+                    peer, int(response.headers[DEPTH_HEADER]), response.headers[COPY_HEADER]
+                )
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            self._metrics.sibling_lookups.labels("error").inc()
+            log.warning(
+                "Sibling %s did not say whether it has image %s (%s); going on without it. "
+                "Check that the node runs and is reachable from this one.",
+                peer,
+                image.id,
+                _reason(exc),
+            )
+            return None
+        except (KeyError, ValueError):
+            self._refused(peer, 200)
+            return None
+        self._metrics.sibling_lookups.labels(offer.copy).inc()
+        return offer
+
+    def _refused(self, peer: str, status: int) -> None:
+        self._metrics.sibling_lookups.labels("error").inc()
+        advice = (
+            "make [zone] secret the same on every node of the zone"
+            if status in (401, 403)
+            else "check that [zone] peers names edgecache nodes of this version"
+        )
+        log.warning(
+            "Sibling %s answered a look-up with HTTP %d, not an edgecache zone answer; %s.",
+            peer,
+            status,
+            advice,
+        )
+
+    @asynccontextmanager
+    async def image_data(
+        self, peer: str, image_id: str, offset: int
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """The sibling's bytes of the image from `offset` on; SourceLost if it has none now."""
+        headers = dict(self._headers)
+        if offset:
+            headers["Range"] = f"bytes={offset}-"
+        async with self.session.get(
+            peer + image_path(image_id),
+            headers=headers,
+            timeout=self._data_timeout,
+            allow_redirects=False,
+        ) as response:
+            if response.status not in (200, 206):
+                raise SourceLost(f"sibling {peer} answered {response.status} for image {image_id}")
+            yield response
+
+
+@dataclass(frozen=True)
+class SiblingSource:
+    siblings: Siblings
+    offer: Offer
+
+    @property
+    def kind(self) -> str:
+        return SIBLING
+
+    @property
+    def depth(self) -> int:
+        return self.offer.depth + 1
+
+    def image_data(
+        self, image_id: str, headers: Mapping[str, str], offset: int
+    ) -> AbstractAsyncContextManager[aiohttp.ClientResponse]:
+        # The caller's credentials stay here: a sibling is a source of bytes, not a judge.
+        return self.siblings.image_data(self.offer.peer, image_id, offset)
+
+
+class ZoneSources:
+    """The fill's source picker in a zone: a sibling that has the image, else the region."""
+
+    def __init__(self, siblings: Siblings, region: RegionSource) -> None:
+        self._siblings = siblings
+        self._region = region
+
+    async def pick(
+        self, image: ImageRecord, shallower_than: int | None, within: float
+    ) -> ByteSource:
+        offers = await self._siblings.offers(image, shallower_than)
+        if not offers:
+            return await self._region.pick(image, shallower_than, within)
+        log.info(
+            "taking image %s from sibling %s (%s copy)", image.id, offers[0].peer, offers[0].copy
+        )
+        return SiblingSource(self._siblings, offers[0])
+
+
+def _reason(exc: BaseException) -> str:
+    """A failure in words, for a log line."""
+    if isinstance(exc, TimeoutError):
+        return "no answer in time"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return exc.os_error.strerror or "cannot connect"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "it closed the connection"
+    return "the connection broke"
