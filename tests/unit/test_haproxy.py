@@ -1,4 +1,5 @@
-"""A zone of three edgecache nodes behind HAProxy, with config/haproxy.cfg as shipped."""
+"""A zone of three edgecache nodes behind HAProxy, with config/haproxy.cfg as shipped, each
+node configured with the others as its siblings ([zone] in edgecache.toml)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,19 @@ from tests.conftest import MiB, SpawnEdgecache, UpstreamServer, free_port, rando
 from tests.fakeglance import FakeGlance, FakeImage
 
 SHIPPED_CONFIG = Path(__file__).parents[2] / "config" / "haproxy.cfg"
+ZONE_SECRET = "a-secret-of-this-test-zone"
+NODE_CONFIG = """
+[upstream]
+failures_to_offline = 1
+probe_interval = 0.1
+stall_timeout = 5
+read_timeout = 5
+
+[zone]
+peers = [{peers}]
+self = "{me}"
+secret = "{secret}"
+"""
 
 
 @dataclass
@@ -34,11 +48,25 @@ def zone_config(frontend_port: int, nodes: dict[str, str]) -> str:
     return text
 
 
-async def fills(url: str) -> float:
+async def metric(url: str, sample: str) -> float:
+    """One sample of a node's metrics, e.g. `edgecache_fills_started_total` or
+    `edgecache_served_bytes_total{source="fill"}`."""
     async with aiohttp.ClientSession() as session, session.get(f"{url}/metrics") as resp:
         text = await resp.text()
-    match = re.search(r"^edgecache_fills_started_total (\S+)$", text, re.MULTILINE)
+    match = re.search(rf"^{re.escape(sample)} (\S+)$", text, re.MULTILINE)
     return float(match.group(1)) if match else 0.0
+
+
+async def fills(url: str) -> float:
+    return await metric(url, "edgecache_fills_started_total")
+
+
+async def served(url: str) -> float:
+    """Image bytes a node sent to clients, from wherever it had them."""
+    sources = ("cache", "fill", "upstream")
+    return sum(
+        [await metric(url, f'edgecache_served_bytes_total{{source="{s}"}}') for s in sources]
+    )
 
 
 async def download(url: str, image: FakeImage, token: str) -> bytes:
@@ -50,15 +78,39 @@ async def download(url: str, image: FakeImage, token: str) -> bytes:
         return await r.read()
 
 
+async def status_of(url: str, headers: dict[str, str], method: str = "GET") -> int:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.request(method, url, headers=headers) as r,
+    ):
+        return r.status
+
+
+async def wait_for_metric(urls: list[str], sample: str, total: float) -> None:
+    """Until the nodes' samples add up to `total`."""
+    for _ in range(600):
+        if sum([await metric(url, sample) for url in urls]) == total:
+            return
+        await asyncio.sleep(0.05)  # polling other processes' state
+    raise AssertionError(f"{sample} never reached {total}")
+
+
 @pytest.fixture
 async def zone(
     upstream_server: UpstreamServer, spawn_edgecache: SpawnEdgecache, tmp_path: Path
 ) -> AsyncIterator[Zone]:
     haproxy = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin")
     assert haproxy, "HAProxy is not installed: apt-get install haproxy (scripts/test.sh does)"
+    ports = {name: free_port() for name in ("node1", "node2", "node3")}
+    peers = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
     nodes = {}
-    for name in ("node1", "node2", "node3"):
-        nodes[name] = await spawn_edgecache(upstream_server.url, tmp_path / name)
+    for name, port in ports.items():
+        config = tmp_path / f"{name}.toml"
+        listed = ", ".join(f'"{url}"' for url in peers.values())
+        config.write_text(NODE_CONFIG.format(peers=listed, me=peers[name], secret=ZONE_SECRET))
+        nodes[name] = await spawn_edgecache(
+            upstream_server.url, tmp_path / name, "--config", str(config), port=port
+        )
     port = free_port()
     config = tmp_path / "haproxy.cfg"
     config.write_text(zone_config(port, {name: url for name, (_, url) in nodes.items()}))
@@ -111,3 +163,103 @@ async def test_one_fill_per_image_per_zone_and_a_lost_node_moves_only_its_share(
         assert await download(zone.url, image, token) == image.data
     refetched = sum(glance.data_requests[image.id] - 1 for image in images)
     assert refetched == per_node[lost]
+
+
+async def test_a_storm_for_one_cold_image_spreads_over_the_zone_and_crosses_the_wan_once(
+    glance: FakeGlance, zone: Zone
+) -> None:
+    token = glance.add_project("p1")
+    image = glance.add_image(random_bytes(8 * MiB), owner="p1")
+    image.faults.hold_at = 4 * MiB  # the region's stream pauses until every client is in
+    clients = [asyncio.create_task(download(zone.url, image, token)) for _ in range(24)]
+    urls = [url for _, url in zone.nodes.values()]
+    await wait_for_metric(urls, 'edgecache_transfers_in_progress{source="fill"}', 24)
+    image.faults.release.set()
+
+    assert all(data == image.data for data in await asyncio.gather(*clients))
+    assert glance.data_requests[image.id] == 1
+    per_node = {name: await served(url) for name, (_, url) in zone.nodes.items()}
+    assert sum(per_node.values()) == 24 * len(image.data)
+    assert all(per_node.values()), per_node  # HAProxy's bounded loads spread the storm
+    filled = sum([await fills(url) for url in urls])
+    assert filled == len(zone.nodes)
+    region = sum([await metric(url, "edgecache_fetched_bytes_total") for url in urls])
+    siblings = sum([await metric(url, "edgecache_sibling_fetched_bytes_total") for url in urls])
+    assert region == len(image.data)
+    assert siblings == (filled - 1) * len(image.data)
+
+
+async def test_every_node_still_asks_glance_about_each_caller(
+    glance: FakeGlance, zone: Zone
+) -> None:
+    owner = glance.add_project("p1")
+    image = glance.add_image(random_bytes(MiB), owner="p1")
+    urls = [url for _, url in zone.nodes.values()]
+    for url in urls:  # one node from the region, the others from it
+        assert await download(url, image, owner) == image.data
+    assert glance.data_requests[image.id] == 1
+    assert sum([await metric(url, "edgecache_sibling_fetched_bytes_total") for url in urls]) == (
+        2 * len(image.data)
+    )
+
+    stranger, reader = glance.add_project("p2"), glance.add_reader("p1")
+    for url in [zone.url, *urls]:
+        file_url = f"{url}/v2/images/{image.id}/file"
+        assert await status_of(file_url, {"X-Auth-Token": stranger}) == 404
+        assert await status_of(file_url, {"X-Auth-Token": reader}) == 403
+    # The sibling endpoint: never through HAProxy, and only with the zone's secret.
+    sibling_path = f"/zone/v1/images/{image.id}/file"
+    assert await status_of(zone.url + sibling_path, {"X-Edgecache-Zone-Secret": ZONE_SECRET}) == 403
+    assert await status_of(urls[0] + sibling_path, {"X-Auth-Token": owner}) == 403
+    assert await status_of(urls[0] + sibling_path, {"X-Edgecache-Zone-Secret": "guess"}) == 403
+
+
+async def test_offline_a_node_without_the_image_takes_it_from_a_sibling(
+    glance: FakeGlance, upstream_server: UpstreamServer, zone: Zone
+) -> None:
+    token = glance.add_project("p1")
+    image = glance.add_image(random_bytes(MiB), owner="p1")
+    (_, holder), (_, lacking) = zone.nodes["node1"], zone.nodes["node2"]
+    assert await download(holder, image, token) == image.data
+    # node2 learns Glance's answers for this caller and image, but has no copy.
+    file_url = f"{lacking}/v2/images/{image.id}/file"
+    assert await status_of(file_url, {"X-Auth-Token": token}, "HEAD") == 200
+
+    await upstream_server.stop()
+    await status_of(f"{lacking}/versions", {})
+    await wait_for_uplink(lacking, "down")
+    assert await download(lacking, image, token) == image.data
+    assert await metric(lacking, "edgecache_sibling_fetched_bytes_total") == len(image.data)
+    assert await metric(lacking, "edgecache_fetched_bytes_total") == 0
+    assert await status_of(file_url, {"X-Auth-Token": "unseen-token"}) == 401
+
+
+async def test_a_sibling_that_dies_mid_transfer_is_replaced_by_the_region(
+    glance: FakeGlance, zone: Zone
+) -> None:
+    token = glance.add_project("p1")
+    image = glance.add_image(random_bytes(8 * MiB), owner="p1")
+    image.faults.hold_at = 4 * MiB
+    (source, source_url), (_, reader_url) = zone.nodes["node1"], zone.nodes["node2"]
+    first = asyncio.create_task(download(source_url, image, token))
+    await image.faults.reached_hold.wait()
+    second = asyncio.create_task(download(reader_url, image, token))
+    await wait_for_metric([reader_url], "edgecache_sibling_fetched_bytes_total", 4 * MiB)
+
+    source.kill()
+    await source.wait()
+    image.faults.release.set()
+    assert await second == image.data
+    assert isinstance((await asyncio.gather(first, return_exceptions=True))[0], aiohttp.ClientError)
+    assert glance.data_requests[image.id] == 2  # node1's stream, and node2's resume
+    assert await metric(reader_url, "edgecache_fetched_bytes_total") == 4 * MiB
+    assert await metric(reader_url, 'edgecache_fills_total{outcome="completed"}') == 1
+
+
+async def wait_for_uplink(url: str, state: str) -> None:
+    for _ in range(300):
+        async with aiohttp.ClientSession() as session, session.get(f"{url}/healthz") as resp:
+            if (await resp.json())["uplink"] == state:
+                return
+        await asyncio.sleep(0.05)  # polling another process's state
+    raise AssertionError(f"{url} never reported uplink {state}")
