@@ -27,15 +27,16 @@ from edgecache.appkeys import (
     SIBLINGS,
     UPSTREAM,
 )
-from edgecache.auth import Authority, TokenHasher
-from edgecache.bootdocs import BootDocuments
+from edgecache.authorization.authority import Authority
+from edgecache.authorization.bootdocs import BootDocuments
+from edgecache.authorization.identity import TokenHasher
+from edgecache.authorization.keystone import service_keystone
+from edgecache.authorization.recall import Recall
+from edgecache.authorization.revalidate import Revalidator
 from edgecache.config import Settings
-from edgecache.keystone import service_keystone
 from edgecache.metrics import Metrics
 from edgecache.observe import add_request_id, observe_requests
 from edgecache.prefetch import Prefetcher
-from edgecache.recall import Recall
-from edgecache.revalidate import Revalidator
 from edgecache.store.cache import ImageCache
 from edgecache.store.source import RegionSource, SourcePicker
 from edgecache.systemd import systemd_notify_ctx

@@ -5,11 +5,11 @@ from __future__ import annotations
 import aiohttp
 from aiohttp import web
 
-from edgecache.auth import Authority
+from edgecache.authorization.authority import Authority
+from edgecache.authorization.recall import Recall
 from edgecache.config import Settings
 from edgecache.metrics import Metrics
 from edgecache.prefetch import Prefetcher
-from edgecache.recall import Recall
 from edgecache.store.cache import ImageCache
 from edgecache.upstream import Upstream
 from edgecache.zone.siblings import Siblings

@@ -19,10 +19,10 @@ from urllib.parse import quote
 
 import aiohttp
 
-from edgecache.bootdocs import BOOT_DOCUMENTS
+from edgecache.authorization.bootdocs import BOOT_DOCUMENTS
+from edgecache.authorization.keystone import Keystone
 from edgecache.config import ServiceCredentials
 from edgecache.images import is_image_id
-from edgecache.keystone import Keystone
 
 _PIECE = 1 << 20
 

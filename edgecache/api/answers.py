@@ -7,9 +7,9 @@ import asyncio
 from aiohttp import web
 
 from edgecache.appkeys import RECALL
-from edgecache.auth import Caller
+from edgecache.authorization.identity import Caller
+from edgecache.authorization.recall import Answer, not_a_record
 from edgecache.images import ImageRecord
-from edgecache.recall import Answer, not_a_record
 
 
 def to_response(request: web.Request, answer: Answer, body: bytes | None = None) -> web.Response:

@@ -8,8 +8,8 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from edgecache.api.answers import to_response
+from edgecache.authorization.recall import upstream_busy
 from edgecache.pools import PoolExhausted
-from edgecache.recall import upstream_busy
 from edgecache.throttle import ThrottledLog
 
 log = logging.getLogger(__name__)

@@ -13,8 +13,8 @@ from aiohttp import web
 
 from edgecache.api.answers import to_response, visible_image
 from edgecache.appkeys import AUTHORITY, CACHE, PREFETCHER, RECALL, UPSTREAM
+from edgecache.authorization.recall import Answer, refusal
 from edgecache.images import is_image_id
-from edgecache.recall import Answer, refusal
 from edgecache.store.db import best_effort
 from edgecache.upstream import TRANSIENT_ERRORS
 

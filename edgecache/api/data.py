@@ -13,11 +13,11 @@ from edgecache.api.answers import downloadable_image, to_response
 from edgecache.api.proxy import BYTES_SENT, passthrough
 from edgecache.api.transfer import FileEndedEarly, abort, corked, data_response, send_file
 from edgecache.appkeys import AUTHORITY, CACHE, METRICS, SIBLINGS, UPSTREAM
-from edgecache.auth import Caller
+from edgecache.authorization.identity import Caller
+from edgecache.authorization.recall import refusal, uplink_down
 from edgecache.headers import forwardable
 from edgecache.images import ImageRecord, is_image_id
 from edgecache.ranges import ByteRange, MultipleRanges, RangeNotSatisfiable, parse_range
-from edgecache.recall import refusal, uplink_down
 from edgecache.store.blobs import BlobCorrupt
 from edgecache.store.db import best_effort
 from edgecache.store.digests import ImageDigest

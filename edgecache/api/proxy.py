@@ -9,8 +9,8 @@ from aiohttp import web
 from edgecache.api.answers import to_response
 from edgecache.api.transfer import abort
 from edgecache.appkeys import UPSTREAM
+from edgecache.authorization.recall import upstream_unreachable
 from edgecache.headers import forwardable
-from edgecache.recall import upstream_unreachable
 from edgecache.upstream import TRANSIENT_ERRORS
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgecache.store import decisions, documents
+from edgecache.authorization import decisions
+from edgecache.store import documents
 from edgecache.store.db import Database
 
 _SCHEMA = """

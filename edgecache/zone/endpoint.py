@@ -17,10 +17,10 @@ from aiohttp import web
 from edgecache.api.answers import to_response
 from edgecache.api.transfer import FileEndedEarly, abort, corked, send_file
 from edgecache.appkeys import CACHE, METRICS, SETTINGS
+from edgecache.authorization.recall import refusal
 from edgecache.config import Settings
 from edgecache.images import is_image_id
 from edgecache.ranges import ByteRange, MultipleRanges, RangeNotSatisfiable, parse_range
-from edgecache.recall import refusal
 from edgecache.store.blobs import BlobCorrupt
 from edgecache.store.fill import Fill, FillFailed
 from edgecache.store.index import BlobEntry

@@ -256,7 +256,7 @@ def _cause(error: str) -> str:
 
 async def test_a_token_that_is_not_utf8_is_refused_not_a_500(hostile: Hostile) -> None:
     """Header bytes that are not UTF-8 reach handlers as surrogate escapes; hashing the token
-    must not blow up (edgecache.auth.TokenHasher.hash encodes it strictly)."""
+    must not blow up (edgecache.authorization.authority.TokenHasher.hash encodes it strictly)."""
     statuses = []
     for target in (
         f"/v2/images/{hostile.cached.id}/file",

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 import pytest
 
 from edgecache.appkeys import AUTHORITY, RECALL, UPSTREAM
-from edgecache.recall import Answer
+from edgecache.authorization.recall import Answer
 from edgecache.upstream import UpstreamAnswer
 from tests.conftest import EdgecacheFactory, random_bytes
 from tests.fakeglance import FakeGlance

@@ -13,9 +13,9 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from edgecache.auth import TokenHasher
+from edgecache.authorization.identity import TokenHasher
+from edgecache.authorization.keystone import Keystone, TokenInfo
 from edgecache.config import ServiceCredentials
-from edgecache.keystone import Keystone, TokenInfo
 from tests.conftest import (
     EdgecacheFactory,
     UpstreamServer,

@@ -6,9 +6,14 @@ import json
 
 import pytest
 
+from edgecache.authorization.recall import (
+    not_a_record,
+    uplink_down,
+    upstream_busy,
+    upstream_unreachable,
+)
 from edgecache.glance_errors import GlanceError, preferred_offer
 from edgecache.pools import PoolExhausted
-from edgecache.recall import not_a_record, uplink_down, upstream_busy, upstream_unreachable
 
 
 @pytest.mark.parametrize(

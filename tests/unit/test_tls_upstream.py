@@ -11,8 +11,8 @@ import pytest
 from aiohttp.test_utils import TestClient
 from trustme import CA
 
+from edgecache.authorization.keystone import service_keystone
 from edgecache.config import Settings
-from edgecache.keystone import service_keystone
 from edgecache.metrics import Metrics
 from tests.conftest import EdgecacheFactory, MiB, random_bytes
 from tests.fakeglance import SERVICE_USER, FakeGlance

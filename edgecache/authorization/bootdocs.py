@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import logging
 
-from edgecache.auth import Authority
+from edgecache.authorization.authority import Authority
+from edgecache.authorization.keystone import KEYSTONE_ERRORS, Keystone, describe
+from edgecache.authorization.recall import Recall
 from edgecache.headers import OWN_USER_AGENT
-from edgecache.keystone import KEYSTONE_ERRORS, Keystone, describe
-from edgecache.recall import Recall
 
 log = logging.getLogger(__name__)
 

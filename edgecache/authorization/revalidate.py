@@ -16,8 +16,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from edgecache.authorization.keystone import Keystone
 from edgecache.headers import OWN_USER_AGENT
-from edgecache.keystone import Keystone
 from edgecache.metrics import Metrics
 from edgecache.pools import PoolExhausted
 from edgecache.store.documents import SHARED_SCOPE, Document

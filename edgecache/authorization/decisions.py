@@ -3,7 +3,7 @@
 Three tables:
 - `identities`: callers Glance accepted (answered anything but 401), with their project, roles
   and until when what was learnt about them may be used;
-- `caller_tokens`: which identity a token (known only by a keyed hash, see edgecache.auth)
+- `caller_tokens`: which identity a token (known only by a keyed hash, see identity.py)
   belongs to, and until when Keystone (or the decision TTL) says the token is good;
 - `grants`: Glance's answer to an identity about one image, per action (`image`: may it see the
   record, Glance's `get_image`; `download`: may it have the bytes, Glance's `download_image`).
@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from edgecache.authorization.identity import Identity
 from edgecache.store.db import Database
 
 SCHEMA = """
@@ -47,19 +48,6 @@ CREATE TABLE IF NOT EXISTS grants (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS grants_image ON grants (image_id);
 """
-
-
-@dataclass(frozen=True)
-class Identity:
-    """Who a caller is, as far as Glance's policy can tell them apart."""
-
-    key: str  # a keyed hash of (user, project, scope, roles), or of the token without Keystone
-    project_id: str | None = None
-    roles: frozenset[str] = frozenset()
-
-    @property
-    def is_admin(self) -> bool:
-        return "admin" in self.roles
 
 
 @dataclass(frozen=True)

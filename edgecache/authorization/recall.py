@@ -11,14 +11,14 @@ from typing import Any
 import xxhash
 from multidict import CIMultiDict
 
-from edgecache.auth import (
+from edgecache.authorization.authority import (
     DOWNLOAD,
     RECENT_CAPACITY,
     REWRITE_AFTER,
     Authority,
-    Caller,
     open_to_all,
 )
+from edgecache.authorization.identity import Caller
 from edgecache.glance_errors import UNAUTHORIZED, GlanceError
 from edgecache.headers import REQUEST_ID, forwardable
 from edgecache.images import ImageRecord

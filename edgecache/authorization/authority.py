@@ -17,25 +17,19 @@ that token is good (Keystone's expiry, capped by `decision_ttl`).
 
 from __future__ import annotations
 
-import hmac
 import json
-import os
-import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from hashlib import sha256
-from pathlib import Path
 
+from edgecache.authorization.decisions import DecisionStore
+from edgecache.authorization.identity import Caller, Identity, TokenHasher, token_identity
+from edgecache.authorization.keystone import Keystone
 from edgecache.headers import AUTH_TOKEN, identity
-from edgecache.keystone import Keystone, TokenInfo
 from edgecache.lru import LruDict
 from edgecache.singleflight import SingleFlight
-from edgecache.store.decisions import DecisionStore, Identity
 from edgecache.store.documents import SHARED_SCOPE, DocumentStore
 
-ANONYMOUS_SCOPE = "anonymous"
-SECRET_BYTES = 32
 RECENT_CAPACITY = 100_000
 # An unchanged answer is written again at most this often (it pushes the expiry forward).
 REWRITE_AFTER = 60.0
@@ -45,62 +39,6 @@ _OPEN_VISIBILITIES = frozenset({"public", "community"})
 
 SEE = "image"  # Glance's get_image: the record
 DOWNLOAD = "download"  # Glance's download_image: the bytes
-
-
-class TokenHasher:
-    def __init__(self, secret: bytes) -> None:
-        self._secret = secret
-
-    @classmethod
-    def from_file(cls, path: Path) -> TokenHasher:
-        """Load the installation's secret, creating it (mode 0600) on first start.
-
-        Written to a temporary file and renamed into place, so a crash never leaves an empty
-        or partial key behind; one that is too short anyway is replaced.
-        """
-        try:
-            secret = path.read_bytes()
-        except FileNotFoundError:
-            secret = b""
-        if len(secret) >= SECRET_BYTES:
-            return cls(secret)
-        secret = secrets.token_bytes(SECRET_BYTES)
-        partial = path.with_name(path.name + ".tmp")
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(secret)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(partial, path)
-        return cls(secret)
-
-    def hash(self, token: str) -> str:
-        # aiohttp hands bytes that are not UTF-8 over as surrogate escapes: hash them as sent.
-        return hmac.new(self._secret, token.encode("utf-8", "surrogateescape"), sha256).hexdigest()
-
-    def identity(self, info: TokenInfo) -> Identity:
-        """The identity Keystone says a token stands for, keyed by what Glance's policy sees."""
-        parts = [info.user_id or "", info.scope, *sorted(info.roles)]
-        key = "ks:" + self.hash(json.dumps(parts))
-        return Identity(key, info.project_id, info.roles)
-
-
-def token_identity(token_hash: str) -> Identity:
-    """Without Keystone a token is its own identity (roles unknown)."""
-    return Identity("tk:" + token_hash)
-
-
-@dataclass(frozen=True)
-class Caller:
-    """Who is asking: the headers to forward on their behalf and their token's hash."""
-
-    headers: dict[str, str]
-    token_hash: str | None
-
-    @property
-    def scope(self) -> str:
-        """Whose view a caller-dependent document (a list) belongs to."""
-        return self.token_hash or ANONYMOUS_SCOPE
 
 
 @dataclass(frozen=True)
