@@ -289,9 +289,13 @@ def _coerce(attr: str, key: str, value: Any) -> dict[str, Any]:
             raise ConfigError(key, "expected a list of http(s) URLs")
         return {attr: tuple(_check_url(url.strip(), key) for url in value)}
     if attr == "zone_peers":
-        if not isinstance(value, list) or not value:
+        if not isinstance(value, list):
             raise ConfigError(key, 'expected a list of node URLs, such as ["http://node1:9292"]')
+        if not value:  # a node on its own
+            return {}
         return {attr: tuple(_check_url(url, key).rstrip("/") for url in value)}
+    if attr in ("zone_self", "zone_secret") and value == "":  # as for paths: unset
+        return {}
     if attr == "zone_self":
         return {attr: _check_url(value, key).rstrip("/")}
     if attr == "zone_secret":

@@ -216,3 +216,37 @@ def test_tls_files_that_are_fine_are_taken(tmp_path: Path, pems: dict[str, Path]
     assert settings.upstream_ca_file == tmp_path
     assert settings.upstream_client_key == pems["key"]
     assert settings.upstream_verify is False
+
+
+ZONE = '[upstream]\nurl = "http://glance:9292"\n[zone]\n'
+PEERS = 'peers = ["http://n1:9292", "http://n2:9292/"]\n'
+
+
+def test_a_zone_of_nodes(tmp_path: Path) -> None:
+    config = tmp_path / "edgecache.toml"
+    config.write_text(ZONE + PEERS + 'self = "http://n2:9292"\nsecret = "0123456789abcdef"\n')
+    settings = load_settings(config, {})
+    assert settings.zone_peers == ("http://n1:9292", "http://n2:9292")
+    assert settings.siblings == ("http://n1:9292",)
+
+
+@pytest.mark.parametrize(
+    ("zone", "message"),
+    [
+        (PEERS + 'secret = "0123456789abcdef"\n', r"^zone\.self: required with zone\.peers"),
+        (
+            PEERS + 'self = "http://n3:9292"\nsecret = "0123456789abcdef"\n',
+            r"^zone\.self: http://n3:9292 is not one of zone\.peers",
+        ),
+        (PEERS + 'self = "http://n1:9292"\n', r"^zone\.secret: required with zone\.peers"),
+        (PEERS + 'self = "http://n1:9292"\nsecret = "short"\n', r"^zone\.secret: expected a str"),
+        ('peers = ["node1:9292"]\n', r"^zone\.peers: expected an http\(s\) URL"),
+        ('peers = "http://n1:9292"\n', r"^zone\.peers: expected a list"),
+        ('secret = "0123456789abcdef"\n', r"^zone\.secret: set zone\.peers too"),
+    ],
+)
+def test_a_zone_needs_its_own_address_and_a_secret(tmp_path: Path, zone: str, message: str) -> None:
+    config = tmp_path / "edgecache.toml"
+    config.write_text(ZONE + zone)
+    with pytest.raises(ConfigError, match=message):
+        load_settings(config, {})
