@@ -1,0 +1,65 @@
+"""A node of a zone against a sibling that does not play fair: its bytes are verified."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from tests.conftest import MiB, SpawnEdgecache, UpstreamServer, free_port, random_bytes
+from tests.fakeglance import FakeGlance
+from tests.unit.test_haproxy import NODE_CONFIG, ZONE_SECRET, metric
+
+
+def lying_sibling(size: int) -> web.Application:
+    """Claims a stored copy of every image and sends `size` bytes of zeros for it."""
+
+    async def sibling_file(request: web.Request) -> web.StreamResponse:
+        assert request.headers["X-Edgecache-Zone-Secret"] == ZONE_SECRET
+        headers = {"X-Edgecache-Zone-Copy": "stored", "X-Edgecache-Zone-Depth": "0"}
+        response = web.StreamResponse(headers=headers)
+        response.content_length = size
+        await response.prepare(request)
+        if request.method != "HEAD":
+            await response.write(bytes(size))
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_route("*", "/zone/v1/images/{image_id}/file", sibling_file)
+    return app
+
+
+async def test_bytes_from_a_sibling_are_verified_like_the_regions(
+    glance: FakeGlance,
+    upstream_server: UpstreamServer,
+    spawn_edgecache: SpawnEdgecache,
+    tmp_path: Path,
+) -> None:
+    token = glance.add_project("p1")
+    image = glance.add_image(random_bytes(2 * MiB), owner="p1")
+    runner = web.AppRunner(lying_sibling(len(image.data)))
+    await runner.setup()
+    liar_port, port = free_port(), free_port()
+    await web.TCPSite(runner, "127.0.0.1", liar_port).start()
+    me, liar = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{liar_port}"
+    config = tmp_path / "node.toml"
+    config.write_text(NODE_CONFIG.format(peers=f'"{me}", "{liar}"', me=me, secret=ZONE_SECRET))
+    try:
+        _, url = await spawn_edgecache(
+            upstream_server.url, tmp_path / "node", "--config", str(config), port=port
+        )
+        async with aiohttp.ClientSession() as session:
+            with pytest.raises(aiohttp.ClientPayloadError):
+                async with session.get(
+                    f"{url}/v2/images/{image.id}/file", headers={"X-Auth-Token": token}
+                ) as response:
+                    await response.read()
+        assert await metric(url, "edgecache_verification_failures_total") == 1
+        assert await metric(url, "edgecache_sibling_fetched_bytes_total") == len(image.data)
+        assert not (tmp_path / "node" / "blobs" / image.id).exists()
+        assert glance.data_requests[image.id] == 0
+    finally:
+        await runner.cleanup()
