@@ -1,7 +1,8 @@
-"""A node of a zone against a sibling that does not play fair: its bytes are verified."""
+"""Nodes of a zone against siblings that lie or are slow to answer."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import aiohttp
@@ -10,7 +11,7 @@ from aiohttp import web
 
 from tests.conftest import MiB, SpawnEdgecache, UpstreamServer, free_port, random_bytes
 from tests.fakeglance import FakeGlance
-from tests.unit.test_haproxy import NODE_CONFIG, ZONE_SECRET, metric
+from tests.unit.test_haproxy import NODE_CONFIG, ZONE_SECRET, download, metric
 
 
 def lying_sibling(size: int) -> web.Application:
@@ -61,5 +62,55 @@ async def test_bytes_from_a_sibling_are_verified_like_the_regions(
         assert await metric(url, "edgecache_sibling_fetched_bytes_total") == len(image.data)
         assert not (tmp_path / "node" / "blobs" / image.id).exists()
         assert glance.data_requests[image.id] == 0
+    finally:
+        await runner.cleanup()
+
+
+def slow_sibling(askers: int) -> web.Application:
+    """Has nothing, and says so only once `askers` look-ups are waiting for its answer: the
+    nodes asking it are all still choosing their source meanwhile."""
+    everyone_asked = asyncio.Event()
+    waiting = 0
+
+    async def sibling_file(request: web.Request) -> web.Response:
+        nonlocal waiting
+        waiting += 1
+        if waiting == askers:
+            everyone_asked.set()
+        await everyone_asked.wait()
+        return web.Response(status=404)
+
+    app = web.Application()
+    app.router.add_route("*", "/zone/v1/images/{image_id}/file", sibling_file)
+    return app
+
+
+async def test_two_nodes_missing_an_image_at_once_fetch_it_from_the_region_once(
+    glance: FakeGlance,
+    upstream_server: UpstreamServer,
+    spawn_edgecache: SpawnEdgecache,
+    tmp_path: Path,
+) -> None:
+    token = glance.add_project("p1")
+    image = glance.add_image(random_bytes(2 * MiB), owner="p1")
+    runner = web.AppRunner(slow_sibling(askers=2))
+    await runner.setup()
+    ports = [free_port(), free_port(), free_port()]
+    await web.TCPSite(runner, "127.0.0.1", ports[2]).start()
+    peers = [f"http://127.0.0.1:{port}" for port in ports]
+    listed = ", ".join(f'"{peer}"' for peer in peers)
+    try:
+        urls = []
+        for number, (peer, port) in enumerate(zip(peers[:2], ports, strict=False)):
+            config = tmp_path / f"node{number}.toml"
+            config.write_text(NODE_CONFIG.format(peers=listed, me=peer, secret=ZONE_SECRET))
+            _, url = await spawn_edgecache(
+                upstream_server.url, tmp_path / f"node{number}", "--config", str(config), port=port
+            )
+            urls.append(url)
+        both = await asyncio.gather(*(download(url, image, token) for url in urls))
+        assert both == [image.data, image.data]
+        assert glance.data_requests[image.id] == 1
+        assert await metric(urls[1], "edgecache_sibling_fetched_bytes_total") == len(image.data)
     finally:
         await runner.cleanup()
