@@ -140,7 +140,7 @@ async def serve(args: argparse.Namespace) -> None:
     digests = await loop.run_in_executor(None, prefix_digests, content, sizes)
     runner = web.AppRunner(SyntheticGlance(content, digests).app, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    await web.TCPSite(runner, args.host, 0).start()
     port = runner.addresses[0][1]
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -169,6 +169,7 @@ def main() -> None:
     parser.add_argument("--dir", required=True, help="where to write the generated content")
     parser.add_argument("--sizes", required=True, help="image sizes in bytes, comma-separated")
     parser.add_argument("--ready-file", required=True, help="JSON written once serving")
+    parser.add_argument("--host", default="127.0.0.1", help="the address to listen on")
     asyncio.run(serve(parser.parse_args()))
 
 
