@@ -16,7 +16,7 @@ from aiohttp import web
 
 from edgecache.api.answers import to_response
 from edgecache.api.transfer import FileEndedEarly, abort, corked, send_file
-from edgecache.appkeys import CACHE, METRICS, SETTINGS
+from edgecache.appkeys import CACHE, METRICS, SETTINGS, SIBLINGS
 from edgecache.authorization.recall import refusal
 from edgecache.config import Settings
 from edgecache.images import is_image_id
@@ -56,6 +56,8 @@ async def sibling_file(request: web.Request) -> web.StreamResponse:
     if fill is not None and expected in (None, version_of_record(fill.image)):
         if fill.depth is None and _asker_waits_for_me(request, settings):
             await fill.wait_source_chosen()
+        elif fill.depth is None and SIBLINGS in request.app:
+            request.app[SIBLINGS].turned_away(image_id, request.headers.get(ASKER_HEADER, ""))
         if fill.depth is not None and fill.error is None:
             return await _serve_fill(request, fill, fill.depth)
     entry = await cache.index.get(image_id)
@@ -82,7 +84,8 @@ def _asker_waits_for_me(request: web.Request, settings: Settings) -> bool:
     Two nodes that start a fill of the same image at the same moment would each find the other
     without a source yet, and both go to the region. So a node answers a node after it in
     `[zone] peers` only once it has chosen (at most one look-up later), and a node before it
-    at once: that one then goes to the region itself, and this one takes the image from it.
+    at once: that one then goes to the region itself, and this one, remembering it turned it
+    away, asks it again and takes the image from it (siblings.ZoneSources).
     """
     peers, asker = settings.zone_peers, request.headers.get(ASKER_HEADER, "")
     assert settings.zone_self is not None

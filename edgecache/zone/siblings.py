@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Collection, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 
@@ -21,6 +21,7 @@ from edgecache.zone.protocol import (
     DEPTH_HEADER,
     EXPECT_HEADER,
     SECRET_HEADER,
+    STORED,
     image_path,
     version_of_record,
 )
@@ -58,6 +59,9 @@ class Siblings:
         )
         self._metrics = metrics
         self._session: aiohttp.ClientSession | None = None
+        # image id -> siblings before this node in peers that asked for the image while this
+        # node was still choosing a source, and so heard that it has none (endpoint.py).
+        self._turned_away: dict[str, set[str]] = {}
 
     async def start(self) -> None:
         self._session = aiohttp.ClientSession(auto_decompress=False)
@@ -72,16 +76,34 @@ class Siblings:
             raise RuntimeError("Siblings.start() was not awaited")
         return self._session
 
-    async def offers(self, image: ImageRecord, shallower_than: int | None = None) -> list[Offer]:
-        """The siblings that have this version of the image below depth `shallower_than`,
-        shallowest first (in the order of `[zone] peers` among equals); all asked at once."""
-        answers = await asyncio.gather(*(self._ask(peer, image) for peer in self.peers))
+    def turned_away(self, image_id: str, peer: str) -> None:
+        self._turned_away.setdefault(image_id, set()).add(peer)
+
+    def take_turned_away(self, image_id: str) -> set[str]:
+        return self._turned_away.pop(image_id, set())
+
+    async def offers(
+        self,
+        image: ImageRecord,
+        shallower_than: int | None = None,
+        among: Collection[str] | None = None,
+    ) -> list[Offer]:
+        """The siblings (of `among`, if given) that have this version of the image below depth
+        `shallower_than`, in order of preference; all are asked at once.
+
+        Stored copies first. Then fills, the deepest (the most recently started) first: in a
+        storm the nodes then copy the image along a chain, each link carrying one copy besides
+        its own clients, instead of every node copying it from the owner, whose link would
+        carry a copy per sibling on top of its share of the clients.
+        """
+        peers = [peer for peer in self.peers if among is None or peer in among]
+        answers = await asyncio.gather(*(self._ask(peer, image) for peer in peers))
         usable = [
             offer
             for offer in answers
             if offer is not None and (shallower_than is None or offer.depth < shallower_than)
         ]
-        return sorted(usable, key=lambda offer: offer.depth)
+        return sorted(usable, key=lambda offer: (offer.copy != STORED, -offer.depth))
 
     async def _ask(self, peer: str, image: ImageRecord) -> Offer | None:
         try:
@@ -180,6 +202,11 @@ class ZoneSources:
         self, image: ImageRecord, shallower_than: int | None, within: float
     ) -> ByteSource:
         offers = await self._siblings.offers(image, shallower_than)
+        # A sibling before this node in peers that asked meanwhile heard "not here", and goes to
+        # the region itself: take the image from it rather than over the WAN a second time.
+        while not offers and (turned_away := self._siblings.take_turned_away(image.id)):
+            offers = await self._siblings.offers(image, shallower_than, among=turned_away)
+        self._siblings.take_turned_away(image.id)
         if not offers:
             return await self._region.pick(image, shallower_than, within)
         log.info(

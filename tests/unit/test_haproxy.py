@@ -142,7 +142,7 @@ async def _wait_for_all_servers_up(url: str, count: int) -> None:
     raise TimeoutError("HAProxy never routed to an edgecache node")
 
 
-async def test_one_fill_per_image_per_zone_and_a_lost_node_moves_only_its_share(
+async def test_one_region_fetch_per_image_per_zone_and_a_lost_node_moves_only_its_share(
     glance: FakeGlance, zone: Zone
 ) -> None:
     token = glance.add_project("p1")
@@ -151,7 +151,12 @@ async def test_one_fill_per_image_per_zone_and_a_lost_node_moves_only_its_share(
         for image in images:
             assert await download(zone.url, image, token) == image.data
     assert all(glance.data_requests[image.id] == 1 for image in images)
-    per_node = {name: await fills(url) for name, (_, url) in zone.nodes.items()}
+    # Images each node fetched from the region (HAProxy may now and then send a request to
+    # another node, which then copies the image from its owner, not from the region).
+    per_node = {
+        name: await metric(url, "edgecache_fetched_bytes_total") // (MiB // 4)
+        for name, (_, url) in zone.nodes.items()
+    }
     assert sum(per_node.values()) == len(images)
     assert all(count > 0 for count in per_node.values()), per_node  # the hash spreads them
 
@@ -162,7 +167,7 @@ async def test_one_fill_per_image_per_zone_and_a_lost_node_moves_only_its_share(
     for image in images:  # HAProxy redispatches at once, then its checks take the node out
         assert await download(zone.url, image, token) == image.data
     refetched = sum(glance.data_requests[image.id] - 1 for image in images)
-    assert refetched == per_node[lost]
+    assert 0 < refetched <= per_node[lost]  # not those a sibling had copied
 
 
 async def test_a_storm_for_one_cold_image_spreads_over_the_zone_and_crosses_the_wan_once(

@@ -66,7 +66,7 @@ async def test_bytes_from_a_sibling_are_verified_like_the_regions(
         await runner.cleanup()
 
 
-def slow_sibling(askers: int) -> web.Application:
+def slow_sibling(askers: int, first_asked: asyncio.Event) -> web.Application:
     """Has nothing, and says so only once `askers` look-ups are waiting for its answer: the
     nodes asking it are all still choosing their source meanwhile."""
     everyone_asked = asyncio.Event()
@@ -75,6 +75,7 @@ def slow_sibling(askers: int) -> web.Application:
     async def sibling_file(request: web.Request) -> web.Response:
         nonlocal waiting
         waiting += 1
+        first_asked.set()
         if waiting == askers:
             everyone_asked.set()
         await everyone_asked.wait()
@@ -93,7 +94,8 @@ async def test_two_nodes_missing_an_image_at_once_fetch_it_from_the_region_once(
 ) -> None:
     token = glance.add_project("p1")
     image = glance.add_image(random_bytes(2 * MiB), owner="p1")
-    runner = web.AppRunner(slow_sibling(askers=2))
+    first_asked = asyncio.Event()
+    runner = web.AppRunner(slow_sibling(askers=2, first_asked=first_asked))
     await runner.setup()
     ports = [free_port(), free_port(), free_port()]
     await web.TCPSite(runner, "127.0.0.1", ports[2]).start()
@@ -108,8 +110,12 @@ async def test_two_nodes_missing_an_image_at_once_fetch_it_from_the_region_once(
                 upstream_server.url, tmp_path / f"node{number}", "--config", str(config), port=port
             )
             urls.append(url)
-        both = await asyncio.gather(*(download(url, image, token) for url in urls))
-        assert both == [image.data, image.data]
+        # The later node in peers misses first and asks the earlier one, which has not started
+        # yet; then the earlier one misses, while the later one is still choosing.
+        later = asyncio.create_task(download(urls[1], image, token))
+        await first_asked.wait()
+        assert await download(urls[0], image, token) == image.data
+        assert await later == image.data
         assert glance.data_requests[image.id] == 1
         assert await metric(urls[1], "edgecache_sibling_fetched_bytes_total") == len(image.data)
     finally:
