@@ -1,5 +1,8 @@
 """`python -m benchmarks [--quick] [--out FILE]`: start everything, measure, report, clean up.
 
+`python -m benchmarks zone [...]` runs the zone scenario instead (benchmarks/zone.py: three
+nodes behind HAProxy in shaped network namespaces; needs root).
+
 Exit status: 0 when every contender returned the right bytes and every process kept running
 (speed is never judged here), 1 when something was broken, 2 for bad options, 130 on Ctrl-C.
 """
@@ -24,6 +27,7 @@ from typing import Any
 import aiohttp
 
 from benchmarks import stack as stack_module
+from benchmarks import zone
 from benchmarks.clients import ClientFailed, ClientPool
 from benchmarks.profile import PySpy, hot_spots
 from benchmarks.report import table, write_json
@@ -40,8 +44,11 @@ EXIT_INTERRUPTED = 130
 
 
 def main(argv: list[str] | None = None) -> int:
+    arguments = sys.argv[1:] if argv is None else argv
+    if arguments[:1] == ["zone"]:
+        return zone.main(arguments[1:])
     try:
-        settings = from_args(parser().parse_args(argv))
+        settings = from_args(parser().parse_args(arguments))
     except ConfigError as exc:
         print(f"benchmarks: {exc}", file=sys.stderr)
         return EXIT_USAGE
