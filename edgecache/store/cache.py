@@ -20,6 +20,7 @@ from edgecache.store.evict import Evictor
 from edgecache.store.fill import Fill, FillManager
 from edgecache.store.index import BlobEntry, Index
 from edgecache.store.recent import RecentlyVerified
+from edgecache.store.transitions import Transitions
 from edgecache.upstream import Upstream
 
 log = logging.getLogger(__name__)
@@ -40,11 +41,13 @@ class ImageCache:
         metrics: Metrics,
         executors: tuple[ThreadPoolExecutor, ThreadPoolExecutor],
         recent: RecentlyVerified,
+        transitions: Transitions,
     ) -> None:
         """`executors`: for reads and housekeeping, and for fills."""
         self.settings = settings
         self.store = store
         self.index = index
+        self.transitions = transitions
         self.evictor = evictor
         self.fills = fills
         self._metrics = metrics
@@ -59,20 +62,21 @@ class ImageCache:
         # and the chunk checks of hits must never queue behind them.
         fill_executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="edgecache-fill")
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(executor, store.prepare)
+        await loop.run_in_executor(executor, store.make_layout)
         index = await Index.open(store.index_path)
-        await store.reconcile(index)
+        transitions = Transitions(store=store, index=index, executor=executor)
+        await transitions.recover()
         recent = RecentlyVerified(settings.reverify_after)
         evictor = Evictor(
             max_size=settings.max_size,
             index=index,
             store=store,
+            transitions=transitions,
             metrics=metrics,
-            executor=executor,
         )
         fills = FillManager(
             store=store,
-            index=index,
+            transitions=transitions,
             upstream=upstream,
             evictor=evictor,
             metrics=metrics,
@@ -91,10 +95,12 @@ class ImageCache:
             metrics=metrics,
             executors=(executor, fill_executor),
             recent=recent,
+            transitions=transitions,
         )
 
     async def close(self) -> None:
         await self.fills.close()
+        await self.transitions.settle()
         await self.index.close()
         self._executor.shutdown(wait=True)
         self._fill_executor.shutdown(wait=True)
@@ -107,8 +113,12 @@ class ImageCache:
         if entry.size != image.size or (
             entry.hash_value != image.hash_value or entry.checksum != image.checksum
         ):
-            log.warning("stored copy of %s no longer matches Glance's record; dropping", image.id)
-            await self.evictor.remove(image.id)
+            log.warning(
+                "The stored copy of image %s no longer matches Glance's record of it; it is "
+                "dropped and the image fetched again.",
+                image.id,
+            )
+            await self.evictor.remove(image.id, generation=entry.generation)
             return None
         return entry
 
@@ -168,8 +178,7 @@ class ImageCache:
                 position = end
         except BlobCorrupt:
             self._metrics.corrupt_blobs.inc()
-            await self.index.remove(entry.image_id)
-            self.store.quarantine(entry.image_id)
+            await self.transitions.quarantine(entry)
             raise
         finally:
             for _, job in checks:

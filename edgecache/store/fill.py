@@ -33,9 +33,10 @@ from edgecache.metrics import Metrics
 from edgecache.store.blobs import BlobStore
 from edgecache.store.digests import CHUNK_DIGEST_SIZE, ChunkHasher, ImageDigest
 from edgecache.store.evict import Evictor
-from edgecache.store.index import BlobEntry, Index
+from edgecache.store.index import BlobEntry
 from edgecache.store.lanes import Lanes, LaneStopped
 from edgecache.store.recent import RecentlyVerified
+from edgecache.store.transitions import Transitions
 from edgecache.upstream import TRANSIENT_ERRORS, Upstream
 
 log = logging.getLogger(__name__)
@@ -193,7 +194,7 @@ class FillManager:
         self,
         *,
         store: BlobStore,
-        index: Index,
+        transitions: Transitions,
         upstream: Upstream,
         evictor: Evictor,
         metrics: Metrics,
@@ -204,7 +205,7 @@ class FillManager:
         recent: RecentlyVerified,
     ) -> None:
         self._store = store
-        self._index = index
+        self._transitions = transitions
         self._upstream = upstream
         self._evictor = evictor
         self._metrics = metrics
@@ -257,18 +258,15 @@ class FillManager:
     async def _run(self, fill: Fill, identity: dict[str, str]) -> None:
         image_id = fill.image.id
         started = time.monotonic()
-        loop = asyncio.get_running_loop()
         try:
             await self._download(fill, identity)
             problem = fill.mismatch()
             if problem is not None:
                 self._metrics.verification_failures.inc()
                 raise FillFailed(f"image {image_id} failed verification: {problem}")
-            await loop.run_in_executor(self._executor, self._store.commit, image_id, fill.fd)
             chunk_digests = fill.chunk_digests()
-            self._recent.record_copy(fill.fd, len(chunk_digests) // CHUNK_DIGEST_SIZE)
             now = time.time()
-            await self._index.add(
+            await self._transitions.commit(
                 BlobEntry(
                     image_id=image_id,
                     size=fill.size,
@@ -279,8 +277,10 @@ class FillManager:
                     chunk_digests=chunk_digests,
                     created_at=now,
                     last_access=now,
-                )
+                ),
+                fill.fd,
             )
+            self._recent.record_copy(fill.fd, len(chunk_digests) // CHUNK_DIGEST_SIZE)
             fill.succeed()
             self._metrics.fills.labels("completed").inc()
             log.info(
@@ -292,12 +292,15 @@ class FillManager:
         except BaseException as exc:
             fill.fail(exc)
             self._metrics.fills.labels("failed").inc()
-            self._store.partial_path(image_id).unlink(missing_ok=True)
-            if not fill.verified:  # renamed into place, but the index never took it
-                self._store.delete(image_id)
+            await self._transitions.discard_partial(image_id)
             if isinstance(exc, asyncio.CancelledError):
                 raise
-            log.warning("fill of image %s abandoned: %s", image_id, exc)
+            log.warning(
+                "The fill of image %s was abandoned (%s); its transfers were aborted, and the "
+                "next request for it starts a new one.",
+                image_id,
+                exc,
+            )
         finally:
             del self._fills[image_id]
             self._evictor.release(image_id)

@@ -59,6 +59,9 @@ class BlobEntry:
     last_access: float
     hits: int = 0
     pinned: bool = False
+    # Which commit of this image made the copy (in this process; 0 for copies found at
+    # start-up): a late step decided about one copy must not touch a newer one.
+    generation: int = 0
 
 
 def _entry(row: Iterable[object]) -> BlobEntry:
@@ -95,9 +98,16 @@ class Index:
         return self._entries.get(image_id)
 
     async def all(self) -> list[BlobEntry]:
+        """Every copy, least recently used first (a row being added or removed right now may
+        be left out)."""
         await self.flush_hits()
         rows = await self._db.fetch_all(f"SELECT {_COLUMNS} FROM blobs ORDER BY last_access")
-        return [_entry(row) for row in rows]
+        entries = (_entry(row) for row in rows)
+        return [
+            dataclasses.replace(entry, generation=known.generation)
+            for entry in entries
+            if (known := self._entries.get(entry.image_id)) is not None
+        ]
 
     async def add(self, entry: BlobEntry) -> None:
         await self._db.write(
