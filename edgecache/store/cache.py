@@ -39,11 +39,11 @@ class ImageCache:
         evictor: Evictor,
         fills: FillManager,
         metrics: Metrics,
-        executors: tuple[ThreadPoolExecutor, ThreadPoolExecutor],
+        executors: tuple[ThreadPoolExecutor, ...],
         recent: RecentlyVerified,
         transitions: Transitions,
     ) -> None:
-        """`executors`: for reads and housekeeping, and for fills."""
+        """`executors`: the first for reads and housekeeping; all are shut down at close."""
         self.settings = settings
         self.store = store
         self.index = index
@@ -51,7 +51,8 @@ class ImageCache:
         self.evictor = evictor
         self.fills = fills
         self._metrics = metrics
-        self._executor, self._fill_executor = executors
+        self._executor = executors[0]
+        self._executors = executors
         self._recent = recent
 
     @classmethod
@@ -61,10 +62,13 @@ class ImageCache:
         # Fills get threads of their own: their lanes keep a thread while bytes keep coming,
         # and the chunk checks of hits must never queue behind them.
         fill_executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="edgecache-fill")
+        # And so do changes of stored copies (fsync, rename, unlink): a fill's commit and an
+        # eviction, which a waiting request needs done, never queue behind either.
+        store_executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="edgecache-store")
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(executor, store.make_layout)
         index = await Index.open(store.index_path)
-        transitions = Transitions(store=store, index=index, executor=executor)
+        transitions = Transitions(store=store, index=index, executor=store_executor)
         await transitions.recover()
         recent = RecentlyVerified(settings.reverify_after)
         evictor = Evictor(
@@ -93,7 +97,7 @@ class ImageCache:
             evictor=evictor,
             fills=fills,
             metrics=metrics,
-            executors=(executor, fill_executor),
+            executors=(executor, fill_executor, store_executor),
             recent=recent,
             transitions=transitions,
         )
@@ -102,8 +106,8 @@ class ImageCache:
         await self.fills.close()
         await self.transitions.settle()
         await self.index.close()
-        self._executor.shutdown(wait=True)
-        self._fill_executor.shutdown(wait=True)
+        for executor in self._executors:
+            executor.shutdown(wait=True)
 
     async def lookup(self, image: ImageRecord) -> BlobEntry | None:
         """The verified copy of exactly this image, if one is stored."""
