@@ -18,6 +18,7 @@ from edgecache.ranges import ByteRange
 from edgecache.store.blobs import BlobCorrupt, BlobStore, verify_chunk
 from edgecache.store.evict import Evictor
 from edgecache.store.fill import Fill, FillManager
+from edgecache.store.fillmemory import FillMemory
 from edgecache.store.index import BlobEntry, Index
 from edgecache.store.recent import RecentlyVerified
 from edgecache.store.transitions import Transitions
@@ -85,6 +86,7 @@ class ImageCache:
             evictor=evictor,
             metrics=metrics,
             executor=fill_executor,
+            memory=FillMemory(settings.fill_memory, metrics.fill_memory),
             chunk_size=settings.chunk_size,
             stall_timeout=settings.stall_timeout,
             verify_md5=settings.verify_md5,
@@ -204,6 +206,7 @@ class ImageCache:
         self._metrics.cache_size.set(size)
         self._metrics.cached_images.set(count)
         self._metrics.cache_capacity.set(self.settings.max_size)
+        self._metrics.fill_memory_limit.set(self.settings.fill_memory)
 
     async def record_hit(self, image_id: str) -> None:
         await self.index.record_hit(image_id)

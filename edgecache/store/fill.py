@@ -33,6 +33,7 @@ from edgecache.metrics import Metrics
 from edgecache.store.blobs import BlobStore
 from edgecache.store.digests import CHUNK_DIGEST_SIZE, ChunkHasher, ImageDigest
 from edgecache.store.evict import Evictor
+from edgecache.store.fillmemory import FillMemory
 from edgecache.store.index import BlobEntry
 from edgecache.store.lanes import Lanes, LaneStopped
 from edgecache.store.recent import RecentlyVerified
@@ -62,8 +63,11 @@ class UpstreamRefused(Exception):
 # cost little against hashing), and how many such batches a fill may have in its lanes: a
 # fill holds at most (LANE_DEPTH + 1) * BATCH_SIZE. A depth of 4 filled no faster than 2 (cold
 # fill 0.92x nginx either way) and raised the peak RSS of the 32-stream run from 61 to 76 MiB.
+# All fills together hold no more than the FillMemory budget; they take bytes from their
+# connections at most PIECE_SIZE at a time, after taking room for them from the budget.
 BATCH_SIZE = 4 * 2**20
 LANE_DEPTH = 2
+PIECE_SIZE = 256 * 2**10
 
 RESUMABLE_ERRORS: tuple[type[BaseException], ...] = (
     *TRANSIENT_ERRORS,
@@ -199,6 +203,7 @@ class FillManager:
         evictor: Evictor,
         metrics: Metrics,
         executor: Executor,
+        memory: FillMemory,
         chunk_size: int,
         stall_timeout: float,
         verify_md5: bool,
@@ -210,6 +215,7 @@ class FillManager:
         self._evictor = evictor
         self._metrics = metrics
         self._executor = executor
+        self._memory = memory
         self._chunk_size = chunk_size
         self._stall_timeout = stall_timeout
         self._verify_md5 = verify_md5
@@ -345,13 +351,14 @@ class FillManager:
         uplink = self._upstream.uplink
         if not uplink.online:  # ride out a short outage instead of spinning on UplinkDown
             await uplink.wait_online(self._stall_timeout - self._stalled_for(fill))
-        intake = _Intake(fill, BATCH_SIZE, LANE_DEPTH)
+        intake = _Intake(fill, self._memory, BATCH_SIZE, LANE_DEPTH)
         try:
             async with self._upstream.image_data(fill.image.id, identity, offset) as response:
                 skip = self._bytes_to_skip(response, offset)
-                async for piece in response.content.iter_any():
+                while piece := await intake.receive(response.content):
                     if skip:
                         dropped = min(skip, len(piece))
+                        intake.forget(dropped)
                         piece, skip = piece[dropped:], skip - dropped
                         if not piece:
                             continue
@@ -384,11 +391,13 @@ class _Intake:
     A batch goes to the lanes at once when the file's writer is idle, so the first bytes reach
     readers without delay, and gathers up to `batch_size` while it is busy, so a large image
     costs few thread hand-overs. At most `depth` batches are in the lanes and one is gathered,
-    which bounds the memory a fill holds.
+    which bounds the memory a fill holds; every byte received counts against the budget of all
+    fills until its batch has been through every lane.
     """
 
-    def __init__(self, fill: Fill, batch_size: int, depth: int) -> None:
+    def __init__(self, fill: Fill, memory: FillMemory, batch_size: int, depth: int) -> None:
         self._fill = fill
+        self._memory = memory
         self._batch_size = batch_size
         self._depth = depth
         self._received = fill.written
@@ -396,8 +405,24 @@ class _Intake:
         self._pending_size = 0
         self._in_lanes: deque[asyncio.Future[list[None]]] = deque()
 
+    async def receive(self, stream: aiohttp.StreamReader) -> bytes:
+        """The next piece of the upstream's answer (b"" at its end), counted in the budget
+        from now on: `add` it, or `forget` what is not kept."""
+        await self._memory.take(PIECE_SIZE)
+        try:
+            piece = await stream.read(PIECE_SIZE)
+        except BaseException:
+            self._memory.give_back(PIECE_SIZE)
+            raise
+        self._memory.give_back(PIECE_SIZE - len(piece))
+        return piece
+
+    def forget(self, size: int) -> None:
+        self._memory.give_back(size)
+
     async def add(self, piece: bytes) -> None:
         if self._received + len(piece) > self._fill.size:
+            self.forget(len(piece))
             raise FillFailed(f"upstream sent more than {self._fill.size} bytes")
         self._received += len(piece)
         self._fill.last_progress = time.monotonic()
@@ -419,9 +444,11 @@ class _Intake:
                 raise outcome
 
     def _hand_over(self) -> None:
-        batch, self._pending, self._pending_size = self._pending, [], 0
+        batch, size = self._pending, self._pending_size
+        self._pending, self._pending_size = [], 0
         written, processed = self._fill.absorb(batch)
         written.add_done_callback(self._writer_free)
+        processed.add_done_callback(lambda _: self._memory.give_back(size))
         self._in_lanes.append(processed)
 
     def _writer_free(self, written: asyncio.Future[None]) -> None:
