@@ -30,6 +30,7 @@ from tenacity import (
 
 from edgecache.images import ImageRecord
 from edgecache.metrics import Metrics
+from edgecache.singleflight import SingleFlight
 from edgecache.store.blobs import BlobStore
 from edgecache.store.digests import CHUNK_DIGEST_SIZE, ChunkHasher, ImageDigest
 from edgecache.store.evict import Evictor
@@ -221,6 +222,7 @@ class FillManager:
         self._verify_md5 = verify_md5
         self._recent = recent
         self._fills: dict[str, Fill] = {}
+        self._starts: SingleFlight[str, None] = SingleFlight()
         self._tasks: set[asyncio.Task[None]] = set()
 
     def current(self, image_id: str) -> Fill | None:
@@ -230,15 +232,20 @@ class FillManager:
         return list(self._fills)
 
     async def start(self, image: ImageRecord, identity: Mapping[str, str]) -> Fill | None:
-        """The running fill for `image`, a new one, or None if it cannot be cached now."""
+        """The running fill for `image`, a new one, or None if it cannot be cached now.
+
+        Requests that miss the same image while its fill waits for room share that one start:
+        each starting its own would, after the wait, fetch again an image just stored.
+        """
         if (fill := self._fills.get(image.id)) is not None:
             return fill
+        await self._starts.run(image.id, lambda: self._start(image, identity))
+        return self._fills.get(image.id)
+
+    async def _start(self, image: ImageRecord, identity: Mapping[str, str]) -> None:
         assert image.size is not None
         if not await self._evictor.reserve(image.id, image.size):
-            return None
-        if (fill := self._fills.get(image.id)) is not None:
-            self._evictor.release(image.id)
-            return fill
+            return
         path = self._store.partial_path(image.id)
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o640)
@@ -246,7 +253,7 @@ class FillManager:
             log.warning("cannot start a fill of %s: %s", image.id, exc)
             self._evictor.release(image.id)
             path.unlink(missing_ok=True)
-            return None
+            return
         fill = Fill(image, image.size, fd, self._chunk_size, self._executor, self._verify_md5)
         self._fills[image.id] = fill
         task = asyncio.create_task(self._run(fill, dict(identity)), name=f"fill-{image.id}")
@@ -254,7 +261,6 @@ class FillManager:
         task.add_done_callback(self._tasks.discard)
         self._metrics.fills_started.inc()
         self._metrics.fills_in_progress.inc()
-        return fill
 
     async def close(self) -> None:
         for task in list(self._tasks):

@@ -146,3 +146,40 @@ async def test_a_commit_whose_caller_is_cancelled_still_completes(
     await cache.fills.close()  # cancels the fill task in the middle of its commit
     await cache.transitions.settle()
     assert index_rows(cache_dir) == blob_files(cache_dir) == {image.id: MiB}
+
+
+async def test_misses_of_an_image_waiting_for_room_share_one_fill(
+    glance: FakeGlance, make_edgecache: EdgecacheFactory
+) -> None:
+    """Where the soak's fills of images already stored came from: the second request waited
+    for room behind the first, which meanwhile filled and stored the image."""
+    edgecache = await make_edgecache(max_size=2 * MiB)
+    cache = edgecache.server.app[CACHE]
+    token = glance.add_project("p1")
+    stored = [glance.add_image(random_bytes(MiB), owner="p1") for _ in range(2)]
+    for image in stored:
+        assert await fetch(edgecache, image, token) == image.data
+    image = glance.add_image(random_bytes(MiB), owner="p1")
+    record = ImageRecord.from_glance(image.record())
+    delete, deletes = cache.store.delete, 0
+    first_fill_done = threading.Event()
+
+    def delete_after_the_first_fill(image_id: str) -> None:
+        nonlocal deletes
+        deletes += 1
+        if deletes > 1:  # room for a second fill is made only after the first is stored
+            first_fill_done.wait()
+        delete(image_id)
+
+    cache.store.delete = delete_after_the_first_fill  # type: ignore[method-assign]
+    identity = {"X-Auth-Token": token}
+    try:
+        first, second = (asyncio.create_task(cache.fill(record, identity)) for _ in range(2))
+        fill = await first
+        assert fill is not None
+        await fill.wait_verified()
+    finally:
+        first_fill_done.set()
+    assert await second in (fill, None)
+    await asyncio.gather(*cache.fills._tasks)
+    assert glance.data_requests[image.id] == 1
