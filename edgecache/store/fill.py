@@ -302,9 +302,11 @@ class FillManager:
                 time.monotonic() - started,
             )
         except BaseException as exc:
-            fill.fail(exc)
-            self._metrics.fills.labels("failed").inc()
-            await self._transitions.discard_partial(image_id)
+            try:  # before the readers hear of it: they may ask again at once
+                await self._transitions.discard_partial(image_id)
+            finally:
+                fill.fail(exc)
+                self._metrics.fills.labels("failed").inc()
             if isinstance(exc, asyncio.CancelledError):
                 raise
             log.warning(
