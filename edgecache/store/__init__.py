@@ -19,8 +19,9 @@ copy, start-up recovery — goes through `transitions.Transitions`, and nothing 
    generation and does nothing if a newer copy has replaced it meanwhile; eviction re-checks
    that nobody reads the copy. A fill that fails deletes only its own `incoming/<id>.part`,
    never `blobs/<id>`.
-3. **Order of steps.** Commit: fsync the partial file; drop the older copy's row, if any; rename
-   into `blobs/` and fsync the directory; add the row. Removal (eviction, removal, quarantine):
+3. **Order of steps.** Commit: the fill fsyncs its partial file (its own, so before taking the
+   lock); then, under the lock, drop the older copy's row, if any; rename into `blobs/` and
+   fsync the directory; add the row. Removal (eviction, removal, quarantine):
    row first, then unlink (or move to `quarantine/`). So the index never names a file that is
    not whole, and a step that fails undoes what it left half-done (a commit whose rename or row
    failed deletes the file it left without a row).

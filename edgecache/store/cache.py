@@ -65,7 +65,7 @@ class ImageCache:
         fill_executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="edgecache-fill")
         # And so do changes of stored copies (fsync, rename, unlink): a fill's commit and an
         # eviction, which a waiting request needs done, never queue behind either.
-        store_executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="edgecache-store")
+        store_executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="edgecache-store")
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(executor, store.make_layout)
         index = await Index.open(store.index_path)

@@ -270,6 +270,7 @@ class FillManager:
     async def _run(self, fill: Fill, identity: dict[str, str]) -> None:
         image_id = fill.image.id
         started = time.monotonic()
+        loop = asyncio.get_running_loop()
         try:
             await self._download(fill, identity)
             problem = fill.mismatch()
@@ -277,6 +278,8 @@ class FillManager:
                 self._metrics.verification_failures.inc()
                 raise FillFailed(f"image {image_id} failed verification: {problem}")
             chunk_digests = fill.chunk_digests()
+            # The fill's own file: made durable on its own threads, before the image's lock.
+            await loop.run_in_executor(self._executor, self._store.make_durable, fill.fd)
             now = time.time()
             await self._transitions.commit(
                 BlobEntry(
@@ -290,7 +293,6 @@ class FillManager:
                     created_at=now,
                     last_access=now,
                 ),
-                fill.fd,
             )
             self._recent.record_copy(fill.fd, len(chunk_digests) // CHUNK_DIGEST_SIZE)
             fill.succeed()

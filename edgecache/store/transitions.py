@@ -53,10 +53,10 @@ class Transitions:
                 log.info("removing %s: not committed to the index", name)
                 await self._blocking(self._store.delete, name)
 
-    async def commit(self, entry: BlobEntry, fd: int) -> BlobEntry:
-        """Admit a verified fill (its partial file open as `fd`) as the copy of its image,
-        replacing any older copy; returns the entry with its generation."""
-        return await self._exclusive(entry.image_id, lambda: self._commit_steps(entry, fd))
+    async def commit(self, entry: BlobEntry) -> BlobEntry:
+        """Admit a verified fill, its partial file already made durable, as the copy of its
+        image, replacing any older copy; returns the entry with its generation."""
+        return await self._exclusive(entry.image_id, lambda: self._commit_steps(entry))
 
     async def discard_partial(self, image_id: str) -> None:
         """Delete what an abandoned fill left in incoming/; stored copies are not touched."""
@@ -101,8 +101,7 @@ class Transitions:
         while self._running:
             await asyncio.gather(*self._running, return_exceptions=True)
 
-    async def _commit_steps(self, entry: BlobEntry, fd: int) -> BlobEntry:
-        await self._blocking(self._store.make_durable, fd)
+    async def _commit_steps(self, entry: BlobEntry) -> BlobEntry:
         if await self._index.get(entry.image_id) is not None:
             await self._index.remove(entry.image_id)  # the rename below replaces its file
         try:

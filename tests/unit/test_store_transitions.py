@@ -136,9 +136,9 @@ async def test_a_commit_whose_caller_is_cancelled_still_completes(
     commit = cache.transitions.commit
     committing = asyncio.Event()
 
-    async def noted_commit(entry: BlobEntry, fd: int) -> BlobEntry:
+    async def noted_commit(entry: BlobEntry) -> BlobEntry:
         committing.set()
-        return await commit(entry, fd)
+        return await commit(entry)
 
     cache.transitions.commit = noted_commit  # type: ignore[method-assign]
     await second_fill(cache, image, token)
