@@ -86,6 +86,7 @@ def coalesce(bench: Bench) -> ScenarioResult:
         f"coalescing, {clients} clients start one cold {size_text(size)} image at once",
         [
             Metric("gets", "upstream data GETs", "", "lower"),
+            Metric("checks", "upstream download checks (1-byte GETs)", "", "lower"),
             Metric("ttfb_first", "first byte, first client", "ms", "lower"),
             Metric("ttfb_last", "first byte, slowest client", "ms", "lower"),
             Metric("ttfb_spread", "slowest - first first byte", "ms", "lower"),
@@ -100,16 +101,18 @@ def coalesce(bench: Bench) -> ScenarioResult:
             run = stream_run(bench, contender, image, size, clients, verify=rep == 0)
             _check(bench, result.key, contender, run.transfers)
             gets = bench.stack.data_gets(image)
-            _add_coalescing(result, contender, rep, run, gets)
+            checks = bench.stack.download_checks(image)
+            _add_coalescing(result, contender, rep, run, gets, checks)
     return result
 
 
 def _add_coalescing(
-    result: ScenarioResult, contender: Contender, rep: int, run: StreamRun, gets: int
+    result: ScenarioResult, contender: Contender, rep: int, run: StreamRun, gets: int, checks: int
 ) -> None:
     first, slowest = run.first_bytes[0], run.first_bytes[-1]
     figures = {
         "gets": gets,
+        "checks": checks,
         "ttfb_first": first * 1000,
         "ttfb_last": slowest * 1000,
         "ttfb_spread": (slowest - first) * 1000,

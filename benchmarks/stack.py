@@ -101,8 +101,15 @@ class Stack:
             return str(json.load(answer)["id"])
 
     def data_gets(self, image_id: str) -> int:
-        """How many times the upstream was asked for this image's data."""
-        with urllib.request.urlopen(f"{self.upstream.url}/_bench/data-gets", timeout=10) as answer:
+        """How many times the upstream was asked for this image's data (transfers)."""
+        return self._count("data-gets", image_id)
+
+    def download_checks(self, image_id: str) -> int:
+        """How many one-byte GETs asked the upstream's download decision for this image."""
+        return self._count("download-checks", image_id)
+
+    def _count(self, what: str, image_id: str) -> int:
+        with urllib.request.urlopen(f"{self.upstream.url}/_bench/{what}", timeout=10) as answer:
             return int(json.load(answer).get(image_id, 0))
 
 

@@ -32,9 +32,11 @@ class SyntheticGlance:
         self.digests = digests
         self.images: dict[str, Digests] = {}
         self.data_gets: Counter[str] = Counter()
+        self.download_checks: Counter[str] = Counter()  # edgecache's one-byte GETs
         self.app = web.Application()
         self.app.router.add_post("/_bench/images", self._create)
         self.app.router.add_get("/_bench/data-gets", self._counts)
+        self.app.router.add_get("/_bench/download-checks", self._checks)
         self.app.router.add_get("/v2/images/{id}", self._record)
         self.app.router.add_get("/v2/images/{id}/file", self._data)
 
@@ -48,6 +50,9 @@ class SyntheticGlance:
 
     async def _counts(self, request: web.Request) -> web.Response:
         return web.json_response(dict(self.data_gets))
+
+    async def _checks(self, request: web.Request) -> web.Response:
+        return web.json_response(dict(self.download_checks))
 
     def _image(self, request: web.Request) -> tuple[str, Digests]:
         if not request.headers.get("X-Auth-Token"):
@@ -63,7 +68,9 @@ class SyntheticGlance:
 
     async def _data(self, request: web.Request) -> web.StreamResponse:
         image_id, digests = self._image(request)
-        if request.method == "GET":
+        if request.headers.get("Range") == "bytes=0-0":
+            self.download_checks[image_id] += 1
+        elif request.method == "GET":
             self.data_gets[image_id] += 1
         wanted = _parse_range(request.headers.get("Range"), digests.size)
         if wanted is None:

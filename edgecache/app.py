@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -9,6 +10,7 @@ from aiohttp import web
 
 from edgecache.api import admin, cache_admin
 from edgecache.api.admin import admin_socket_only
+from edgecache.api.busy import BUSY_LOG, busy_log, refuse_when_busy
 from edgecache.api.data import image_file
 from edgecache.api.metadata import image_list, image_members, image_record, schema
 from edgecache.api.ops import healthz, metrics
@@ -16,10 +18,11 @@ from edgecache.api.proxy import passthrough
 from edgecache.api.versions import versions
 from edgecache.appkeys import AUTHORITY, CACHE, METRICS, PREFETCHER, RECALL, SETTINGS, UPSTREAM
 from edgecache.auth import Authority, TokenHasher
+from edgecache.bootdocs import BootDocuments
 from edgecache.config import Settings
 from edgecache.keystone import Keystone
 from edgecache.metrics import Metrics
-from edgecache.observe import observe_requests
+from edgecache.observe import add_request_id, observe_requests
 from edgecache.prefetch import Prefetcher
 from edgecache.recall import Recall
 from edgecache.revalidate import Revalidator
@@ -32,9 +35,13 @@ TOKEN_KEY_FILE = "token-hash.key"
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(client_max_size=0, middlewares=[admin_socket_only, observe_requests])
+    app = web.Application(
+        client_max_size=0, middlewares=[admin_socket_only, observe_requests, refuse_when_busy]
+    )
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
+    app[BUSY_LOG] = busy_log()
+    app.on_response_prepare.append(add_request_id)
     app.cleanup_ctx.append(systemd_notify_ctx)  # first: its watchdog pings outlive _components
     app.cleanup_ctx.append(_components)
     router = app.router
@@ -71,12 +78,18 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
         await cache.index.decisions.purge_expired()
         credentials = settings.service_credentials
         keystone = Keystone(credentials, upstream.session) if credentials else None
+        validating = settings.validation_credentials
         app[AUTHORITY] = Authority(
             decisions=cache.index.decisions,
             documents=cache.index.documents,
             hasher=TokenHasher.from_file(Path(settings.cache_dir) / TOKEN_KEY_FILE),
             ttl=settings.decision_ttl,
-            keystone=keystone,
+            keystone=(
+                Keystone(validating, upstream.session)
+                if validating is not None and validating != credentials
+                else keystone
+            ),
+            offline_download_roles=settings.offline_download_roles,
         )
         if keystone is not None:
             revalidator = Revalidator(
@@ -95,11 +108,19 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
             metrics=app[METRICS],
             reuse_decisions_for=settings.reuse_decisions_for,
         )
+        boot_documents = BootDocuments(app[RECALL], app[AUTHORITY], keystone)
+        upstream.uplink.on_reconnect(boot_documents.refresh)
+        fetching = asyncio.create_task(boot_documents.refresh(), name="boot-documents")
+        # Ready once they are in (a few small GETs), or after a connect timeout if the region
+        # is slow; then they go on arriving in the background.
+        await asyncio.wait({fetching}, timeout=settings.connect_timeout)
         app[PREFETCHER] = Prefetcher(cache, settings.prefetch_parallel)
         app[PREFETCHER].start()
         try:
             yield
         finally:
+            fetching.cancel()
+            await asyncio.gather(fetching, return_exceptions=True)
             await app[PREFETCHER].close()
             await app[CACHE].close()
     finally:

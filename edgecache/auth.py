@@ -1,8 +1,18 @@
 """Authorization: Glance decides; edgecache remembers its decisions for when the uplink is down.
 
-Callers are identified by an HMAC of their token under a per-installation secret, so neither
-the index nor the logs ever hold a token, and a stolen index cannot be matched against tokens
-without the secret file.
+Glance makes two decisions about a caller and an image, and edgecache keeps them apart:
+`image` (may the caller see the record: Glance's `get_image`) and `download` (may it have
+the bytes: Glance's `download_image`, which by default needs the `member` role, refuses
+deactivated images, and carries whatever download rules the operator wrote).
+
+Decisions belong to an identity. With a Keystone to validate tokens (`[keystone]`), the identity
+is who the token stands for as Glance's policy sees it: user, scope (project, domain or system)
+and roles; a renewed token of the same identity gets the same remembered answers, a token with
+another role set is another identity. Without Keystone, the identity is the token itself.
+Identities and tokens are known only by keyed hashes (HMAC under a per-installation secret),
+so neither the index nor the logs ever hold a token, and a copied index cannot be matched
+against tokens without the secret file. A remembered decision is used for a token only while
+that token is good (Keystone's expiry, capped by `decision_ttl`).
 """
 
 from __future__ import annotations
@@ -18,10 +28,10 @@ from hashlib import sha256
 from pathlib import Path
 
 from edgecache.headers import AUTH_TOKEN, identity
-from edgecache.keystone import Keystone
+from edgecache.keystone import Keystone, TokenInfo
 from edgecache.lru import LruDict
 from edgecache.singleflight import SingleFlight
-from edgecache.store.decisions import DecisionStore
+from edgecache.store.decisions import DecisionStore, Identity
 from edgecache.store.documents import SHARED_SCOPE, DocumentStore
 
 ANONYMOUS_SCOPE = "anonymous"
@@ -32,6 +42,9 @@ REWRITE_AFTER = 60.0
 # Glance's answers that are decisions about a caller and an image (not failures).
 DECISION_STATUSES = frozenset({200, 403, 404})
 _OPEN_VISIBILITIES = frozenset({"public", "community"})
+
+SEE = "image"  # Glance's get_image: the record
+DOWNLOAD = "download"  # Glance's download_image: the bytes
 
 
 class TokenHasher:
@@ -65,6 +78,17 @@ class TokenHasher:
         # aiohttp hands bytes that are not UTF-8 over as surrogate escapes: hash them as sent.
         return hmac.new(self._secret, token.encode("utf-8", "surrogateescape"), sha256).hexdigest()
 
+    def identity(self, info: TokenInfo) -> Identity:
+        """The identity Keystone says a token stands for, keyed by what Glance's policy sees."""
+        parts = [info.user_id or "", info.scope, *sorted(info.roles)]
+        key = "ks:" + self.hash(json.dumps(parts))
+        return Identity(key, info.project_id, info.roles)
+
+
+def token_identity(token_hash: str) -> Identity:
+    """Without Keystone a token is its own identity (roles unknown)."""
+    return Identity("tk:" + token_hash)
+
 
 @dataclass(frozen=True)
 class Caller:
@@ -79,6 +103,14 @@ class Caller:
         return self.token_hash or ANONYMOUS_SCOPE
 
 
+@dataclass(frozen=True)
+class _KnownToken:
+    identity: Identity
+    expires_at: float  # wall clock: until when the token may be relied on
+    written_at: float  # monotonic: when the rows were last written
+    validated: bool = True  # Keystone said so; else Glance's acceptance alone
+
+
 class Authority:
     def __init__(
         self,
@@ -88,114 +120,160 @@ class Authority:
         hasher: TokenHasher,
         ttl: float,
         keystone: Keystone | None = None,
+        offline_download_roles: tuple[str, ...] = (),
     ) -> None:
         self._decisions = decisions
         self._documents = documents
         self._hasher = hasher
         self._ttl = ttl
         self._keystone = keystone
-        # What was written lately, so repeated identical answers cost no database write:
-        # token hash -> (written at, expires at); (token hash, image) -> (status, decided at,
-        # written at). Both monotonic clocks but `expires at`.
-        self._tokens_written: LruDict[str, tuple[float, float]] = LruDict(RECENT_CAPACITY)
-        self._remembering: SingleFlight[str, float] = SingleFlight()
-        self._decided: LruDict[tuple[str, str], tuple[int, float, float]] = LruDict(RECENT_CAPACITY)
+        self._offline_download_roles = frozenset(offline_download_roles)
+        # What was written lately, so repeated identical answers cost no database write.
+        self._tokens: LruDict[str, _KnownToken] = LruDict(RECENT_CAPACITY)
+        self._identifying: SingleFlight[str, _KnownToken | None] = SingleFlight()
+        # (identity, image, action) -> (status, decided at, written at), monotonic.
+        self._decided: LruDict[tuple[str, str, str], tuple[int, float, float]] = LruDict(
+            RECENT_CAPACITY
+        )
 
     def caller(self, headers: Mapping[str, str]) -> Caller:
         forwarded = identity(headers)
         token = forwarded.get(AUTH_TOKEN)
         return Caller(forwarded, self._hasher.hash(token) if token else None)
 
-    async def observe(self, caller: Caller, status: int, image_ids: list[str]) -> None:
+    async def observe(
+        self, caller: Caller, status: int, image_ids: list[str], action: str = SEE
+    ) -> None:
         """Learn from Glance's answer to `caller` about `image_ids` (may be empty)."""
         if caller.token_hash is None:
             return
         if status == 401:
-            self._tokens_written.pop(caller.token_hash, None)
-            await self._decisions.forget_token(caller.token_hash)
+            await self._forget_token(caller.token_hash)
             return
         if status >= 500:
             return
-        now = time.monotonic()
-        written = self._tokens_written.get(caller.token_hash)
-        if written is not None and now - written[0] < REWRITE_AFTER:
-            expires_at = written[1]
-        else:
-            expires_at = await self._remember_token_once(caller, caller.token_hash)
+        known = await self._accepted(caller, caller.token_hash)
         if not image_ids or status not in DECISION_STATUSES:
             return
-        stale = []
+        key, now, stale = known.identity.key, time.monotonic(), []
         for image_id in image_ids:
-            key = (caller.token_hash, image_id)
-            known = self._decided.get(key)
-            fresh_write = known is not None and now - known[2] < REWRITE_AFTER
-            if fresh_write and known is not None and known[0] == status:
-                self._decided[key] = (status, now, known[2])
+            remembered = self._decided.get((key, image_id, action))
+            if (
+                remembered is not None
+                and remembered[0] == status
+                and now - remembered[2] < REWRITE_AFTER
+            ):
+                self._decided[(key, image_id, action)] = (status, now, remembered[2])
             else:
                 stale.append(image_id)
-                self._decided[key] = (status, now, now)
+                self._decided[(key, image_id, action)] = (status, now, now)
         if stale:
-            await self._decisions.remember(caller.token_hash, stale, status, expires_at)
+            await self._decisions.remember(key, action, stale, status, time.time() + self._ttl)
 
     def forget_recent(self) -> None:
         """Rows were deleted behind our back (revalidation): write the next answers again."""
-        self._tokens_written.clear()
+        self._tokens.clear()
         self._decided.clear()
 
-    def just_decided(self, caller: Caller, image_id: str, within: float) -> int | None:
+    def just_decided(
+        self, caller: Caller, image_id: str, within: float, action: str = SEE
+    ) -> int | None:
         """Glance's answer to this caller about this image, if it gave it `within` seconds."""
-        if caller.token_hash is None:
+        known = self._tokens.get(caller.token_hash) if caller.token_hash else None
+        if known is None or known.expires_at <= time.time():
             return None
-        known = self._decided.get((caller.token_hash, image_id))
-        return known[0] if known is not None and time.monotonic() - known[1] < within else None
-
-    async def _remember_token_once(self, caller: Caller, token_hash: str) -> float:
-        """Remember the token once for a burst of its first answers arriving together."""
-        expires_at = await self._remembering.run(
-            token_hash, lambda: self._remember_token(caller, token_hash)
-        )
-        self._tokens_written[token_hash] = (time.monotonic(), expires_at)
-        return expires_at
-
-    async def _remember_token(self, caller: Caller, token_hash: str) -> float:
-        """Record the token as valid; returns until when decisions made with it may be used."""
-        horizon = time.time() + self._ttl
-        if self._keystone is None:
-            await self._decisions.remember_token(token_hash, horizon)
-            return horizon
-        token_expiry = await self._decisions.token_expiry(token_hash)
-        if token_expiry is not None:
-            return min(horizon, token_expiry)
-        info = await self._keystone.validate(caller.headers[AUTH_TOKEN])
-        if info is None:  # Keystone could not say (down?): rely on Glance's answer alone
-            await self._decisions.remember_token(token_hash, horizon)
-            return horizon
-        await self._decisions.remember_token(
-            token_hash, min(horizon, info.expires_at), info.project_id, "admin" in info.roles
-        )
-        return min(horizon, info.expires_at)
+        decided = self._decided.get((known.identity.key, image_id, action))
+        return decided[0] if decided and time.monotonic() - decided[1] < within else None
 
     async def known(self, caller: Caller) -> bool:
-        return caller.token_hash is not None and await self._decisions.token_known(
-            caller.token_hash
-        )
+        """Whether Glance accepted this caller's identity before (for answers while offline)."""
+        return await self._offline_identity(caller) is not None
 
-    async def offline_decision(self, caller: Caller, image_id: str) -> int:
-        """What Glance answered (or would answer) this caller about this image: 200/401/403/404.
+    async def offline_decision(self, caller: Caller, image_id: str, action: str = SEE) -> int:
+        """What Glance answered (or would answer) this caller about this image: 200/401/403/
+        404, or 503 where Glance's download decision for this identity is not known here.
 
-        Only a caller Glance accepted before gets anything; it keeps exactly what Glance gave it,
-        plus images anyone with a valid token may see (public, community).
+        Only an identity Glance accepted before gets anything; it keeps exactly what Glance gave
+        it, plus the records of images anyone may see (public, community), and their bytes
+        when its roles include one of `[auth] offline_download_roles` (Glance's default rule).
         """
-        if not await self.known(caller):
+        who = await self._offline_identity(caller)
+        if who is None:
             return 401
-        assert caller.token_hash is not None
-        remembered = await self._decisions.lookup(caller.token_hash, image_id)
+        remembered = await self._decisions.lookup(who.key, image_id, action)
         if remembered is not None:
             return remembered
         record = await self._documents.get(SHARED_SCOPE, f"/v2/images/{image_id}")
-        if record is not None and open_to_all(record.body):
+        open_image = record is not None and open_to_all(record.body)
+        if action == SEE:
+            return 200 if open_image else 404
+        if open_image and who.roles & self._offline_download_roles:
             return 200
+        if await self._decisions.lookup(who.key, image_id, SEE) == 200 or open_image:
+            return 503  # it may see the image; whether it may download it is not known here
         return 404
+
+    async def _accepted(self, caller: Caller, token_hash: str) -> _KnownToken:
+        """Glance accepted the token: remember who it stands for (at most once a minute)."""
+        known = self._tokens.get(token_hash)
+        now = time.monotonic()
+        if known is not None and now - known.written_at < REWRITE_AFTER:
+            return known
+        identified = await self._identify(caller, token_hash)
+        if identified is None or not identified.validated:
+            # No Keystone, or it cannot say now: Glance's acceptance alone, for decision_ttl.
+            who = token_identity(token_hash)
+            identified = _KnownToken(who, time.time() + self._ttl, now, validated=False)
+            await self._decisions.remember_token(
+                token_hash, who.key, identified.expires_at, validated=False
+            )
+        await self._decisions.accept(identified.identity, time.time() + self._ttl)
+        known = _KnownToken(identified.identity, identified.expires_at, now, identified.validated)
+        self._tokens[token_hash] = known
+        return known
+
+    async def _identify(self, caller: Caller, token_hash: str) -> _KnownToken | None:
+        """Who the token stands for: remembered, else asked of Keystone (once for a burst)."""
+        return await self._identifying.run(token_hash, lambda: self._lookup(caller, token_hash))
+
+    async def _lookup(self, caller: Caller, token_hash: str) -> _KnownToken | None:
+        row = await self._decisions.token(token_hash)
+        if row is not None and (row.validated or self._keystone is None):
+            who = await self._decisions.identity(row.identity) or Identity(row.identity)
+            return _KnownToken(who, row.expires_at, time.monotonic(), row.validated)
+        if self._keystone is None:
+            return None
+        info = await self._keystone.validate(caller.headers[AUTH_TOKEN])
+        if info is None:
+            return None
+        who = self._hasher.identity(info)
+        expires_at = min(time.time() + self._ttl, info.expires_at)
+        await self._decisions.remember_token(token_hash, who.key, expires_at, validated=True)
+        return _KnownToken(who, expires_at, time.monotonic())
+
+    async def _offline_identity(self, caller: Caller) -> Identity | None:
+        """The identity Glance accepted before that this caller's token stands for, if any.
+
+        A token never seen here is validated with Keystone (reachable at the edge site), so a
+        renewed token of a known identity keeps its access while Glance cannot be asked.
+        """
+        if caller.token_hash is None:
+            return None
+        known = self._tokens.get(caller.token_hash)
+        if known is not None and known.expires_at > time.time():
+            key = known.identity.key
+        else:
+            identified = await self._identify(caller, caller.token_hash)
+            if identified is None or identified.expires_at <= time.time():
+                return None
+            key = identified.identity.key
+        return await self._decisions.identity(key)
+
+    async def _forget_token(self, token_hash: str) -> None:
+        """Glance refused this token (401): nothing it was allowed before stands for it."""
+        self._tokens.pop(token_hash, None)
+        await self._decisions.forget_token(token_hash)
+        await self._decisions.forget_identity(token_identity(token_hash).key)
 
 
 def open_to_all(record_body: bytes) -> bool:

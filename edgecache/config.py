@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -97,10 +97,15 @@ class Settings:
     connect_timeout: float = 5.0
     read_timeout: float = 30.0
     failures_to_offline: int = 2
+    data_connections: int = 16
+    metadata_connections: int = 32
+    pool_wait: float = 10.0
     probe_interval: float = 2.0
     decision_ttl: float = 12 * 3600.0
     reuse_decisions_for: float = 0.0
+    offline_download_roles: tuple[str, ...] = ("member", "admin")
     keystone_url: str | None = None
+    keystone_validation_url: str | None = None
     keystone_username: str | None = None
     keystone_password: str | None = None
     keystone_project: str | None = None
@@ -138,6 +143,16 @@ class Settings:
             project_domain_name=self.keystone_project_domain,
         )
 
+    @property
+    def validation_credentials(self) -> ServiceCredentials | None:
+        """The service credentials at the Keystone that validates callers' tokens: an
+        edge-site Keystone if one is set (it stays reachable when the WAN is down), else the
+        region's."""
+        credentials = self.service_credentials
+        if credentials is None or not self.keystone_validation_url:
+            return credentials
+        return replace(credentials, auth_url=self.keystone_validation_url)
+
 
 # TOML layout: section -> {toml key -> Settings attribute}
 TOML_KEYS: dict[str, dict[str, str]] = {
@@ -149,6 +164,9 @@ TOML_KEYS: dict[str, dict[str, str]] = {
         "stall_timeout": "stall_timeout",
         "failures_to_offline": "failures_to_offline",
         "probe_interval": "probe_interval",
+        "data_connections": "data_connections",
+        "metadata_connections": "metadata_connections",
+        "pool_wait": "pool_wait",
     },
     "server": {
         "listen": "listen",
@@ -159,9 +177,13 @@ TOML_KEYS: dict[str, dict[str, str]] = {
         "admin_socket": "admin_socket_path",
     },
     "offline": {"decision_ttl": "decision_ttl"},
-    "auth": {"reuse_decisions_for": "reuse_decisions_for"},
+    "auth": {
+        "reuse_decisions_for": "reuse_decisions_for",
+        "offline_download_roles": "offline_download_roles",
+    },
     "keystone": {
         "auth_url": "keystone_url",
+        "validation_url": "keystone_validation_url",
         "username": "keystone_username",
         "password": "keystone_password",
         "project_name": "keystone_project",
@@ -215,7 +237,7 @@ def _coerce(attr: str, key: str, value: Any) -> dict[str, Any]:
     if attr == "listen":
         host, port = _parse_listen(value, key)
         return {"listen_host": host, "listen_port": port}
-    if attr in ("upstream", "keystone_url"):
+    if attr in ("upstream", "keystone_url", "keystone_validation_url"):
         return {attr: _check_url(value, key)}
     if attr == "fallbacks":
         if isinstance(value, str):
@@ -223,6 +245,10 @@ def _coerce(attr: str, key: str, value: Any) -> dict[str, Any]:
         if not isinstance(value, list):
             raise ConfigError(key, "expected a list of http(s) URLs")
         return {attr: tuple(_check_url(url.strip(), key) for url in value)}
+    if attr == "offline_download_roles":
+        if not isinstance(value, list) or not all(isinstance(r, str) and r for r in value):
+            raise ConfigError(key, 'expected a list of role names, such as ["member"]')
+        return {attr: tuple(value)}
     if attr.startswith("keystone_"):
         if not isinstance(value, str) or not value:
             raise ConfigError(key, "expected a non-empty string")
@@ -240,7 +266,12 @@ def _coerce(attr: str, key: str, value: Any) -> dict[str, Any]:
         if not isinstance(value, bool):
             raise ConfigError(key, f"expected true or false, got {value!r}")
         return {attr: value}
-    if attr in ("failures_to_offline", "prefetch_parallel"):
+    if attr in (
+        "failures_to_offline",
+        "prefetch_parallel",
+        "data_connections",
+        "metadata_connections",
+    ):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(key, f"expected a whole number >= 1, got {value!r}")
         return {attr: value}
@@ -252,6 +283,7 @@ def _coerce(attr: str, key: str, value: Any) -> dict[str, Any]:
         "decision_ttl",
         "shutdown_timeout",
         "client_idle_timeout",
+        "pool_wait",
     ):
         return {attr: _seconds(key, value, allow_zero=False)}
     if attr in ("reverify_after", "reuse_decisions_for"):

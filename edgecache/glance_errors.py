@@ -1,9 +1,13 @@
 """Error bodies exactly as Glance (through webob) writes them, in the format the caller accepts.
 
-webob offers text/html then application/json and picks the one the Accept header prefers;
-with no Accept header, or `*/*`, that is HTML, and only a caller that asks for JSON gets JSON
-(python-glanceclient sends `*/*` and parses the HTML; keystoneauth clients ask for JSON). A
-caller that accepts neither gets plain text.
+webob offers text/html then application/json and picks the one the Accept header prefers:
+with `*/*` that is HTML, and only a caller that asks for JSON gets JSON (python-glanceclient
+sends `*/*` and parses the HTML; keystoneauth clients ask for JSON). A caller that sends no
+Accept header, or accepts neither, gets plain text (seen from Glance 33).
+
+The HTML page escapes the text as webob does (an apostrophe becomes `&#x27;`, which a client
+that strips the tags shows as it is), so edgecache's own messages use none; JSON and plain
+text carry the text unescaped.
 """
 
 from __future__ import annotations
@@ -57,7 +61,7 @@ class GlanceError:
 def preferred_offer(accept: str | None) -> str | None:
     """The first of webob's offers with the highest quality the Accept header gives it."""
     if accept is None or not accept.strip():
-        return _OFFERS[0]
+        return None
     ranges = [_media_range(part) for part in accept.split(",") if part.strip()]
     best, best_quality = None, 0.0
     for offer in _OFFERS:

@@ -1,8 +1,10 @@
 """Optional service credentials: validate callers' tokens and revalidate records as a service.
 
-With them edgecache learns exactly which project a token belongs to and when it expires (so a
-remembered decision never outlives its token), and can re-check remembered image records when
-the uplink comes back. Without them, Glance's per-request answers are all it knows.
+With them edgecache learns who a token stands for (user, project, roles) and when it expires,
+so Glance's decisions are remembered per identity (a renewed token of the same user keeps its
+access while the uplink is down) and never outlive the token presenting them; and it can
+re-check remembered image records when the uplink comes back. Without them, Glance's
+per-request answers are all it knows.
 """
 
 from __future__ import annotations
@@ -20,7 +22,11 @@ from edgecache.upstream import TRANSIENT_ERRORS
 log = logging.getLogger(__name__)
 
 _REFRESH_MARGIN = 300.0  # renew the service token this long before it expires
-_VALIDATION_ERRORS: tuple[type[BaseException], ...] = (
+# After Keystone could not be asked, callers' tokens are not sent to it again for this long: a
+# Keystone cut off with the WAN would otherwise cost every new token a connect timeout.
+_UNREACHABLE_BACKOFF = 10.0
+# What a call to Keystone may fail with (unreachable, refused, an answer that makes no sense).
+KEYSTONE_ERRORS: tuple[type[BaseException], ...] = (
     *TRANSIENT_ERRORS,
     aiohttp.ClientResponseError,
     PermissionError,
@@ -31,7 +37,11 @@ _VALIDATION_ERRORS: tuple[type[BaseException], ...] = (
 
 @dataclass(frozen=True)
 class TokenInfo:
+    """What Keystone says a token stands for: the parts Glance's policy can look at."""
+
+    user_id: str | None
     project_id: str | None
+    scope: str  # "project:<id>", "domain:<id>", "system" or "unscoped"
     expires_at: float
     roles: frozenset[str]
 
@@ -42,6 +52,7 @@ class Keystone:
         self._session = session
         self._token: str | None = None
         self._token_expires = 0.0
+        self._unreachable_until = 0.0  # monotonic
 
     @property
     def _tokens_url(self) -> str:
@@ -55,14 +66,25 @@ class Keystone:
 
     async def validate(self, token: str) -> TokenInfo | None:
         """What Keystone says of a caller's token; None if it is not valid (or unknowable now)."""
+        if time.monotonic() < self._unreachable_until:
+            return None
         try:
             headers = {"X-Auth-Token": await self.token(), "X-Subject-Token": token}
             async with self._session.get(self._tokens_url, headers=headers) as response:
                 if response.status != 200:
                     return None
                 return _token_info(await response.json())
-        except _VALIDATION_ERRORS as exc:
-            log.warning("could not validate a token with Keystone: %r", exc)
+        except KEYSTONE_ERRORS as exc:
+            log.warning(
+                "could not validate callers' tokens with Keystone at %s (%s); for the next "
+                "%.0f s new tokens are judged by Glance's answers alone, and refused while the "
+                "uplink is down. Check that Keystone is reachable from this site and that the "
+                "[keystone] service credentials are right.",
+                self._credentials.auth_url,
+                describe(exc),
+                _UNREACHABLE_BACKOFF,
+            )
+            self._unreachable_until = time.monotonic() + _UNREACHABLE_BACKOFF
             return None
 
     async def _authenticate(self) -> tuple[str, TokenInfo]:
@@ -95,10 +117,28 @@ class Keystone:
 def _token_info(body: dict[str, object]) -> TokenInfo:
     token = body["token"]
     assert isinstance(token, dict)
-    project = token.get("project") or {}
+    project = token.get("project")
+    project_id = str(project["id"]) if isinstance(project, dict) and "id" in project else None
+    user = token.get("user")
     expires = datetime.fromisoformat(str(token["expires_at"]).replace("Z", "+00:00"))
     return TokenInfo(
-        project_id=project.get("id") if isinstance(project, dict) else None,
+        user_id=str(user["id"]) if isinstance(user, dict) and "id" in user else None,
+        project_id=project_id,
+        scope=_scope(token, project_id),
         expires_at=expires.timestamp(),
         roles=frozenset(r["name"] for r in token.get("roles", []) if isinstance(r, dict)),
     )
+
+
+def _scope(token: dict[str, object], project_id: str | None) -> str:
+    if project_id is not None:
+        return f"project:{project_id}"
+    domain = token.get("domain")
+    if isinstance(domain, dict) and "id" in domain:
+        return f"domain:{domain['id']}"
+    return "system" if token.get("system") else "unscoped"
+
+
+def describe(exc: BaseException) -> str:
+    """A failure in words for a log line: the message, or the kind of error if it has none."""
+    return str(exc) or type(exc).__name__

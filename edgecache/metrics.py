@@ -26,6 +26,11 @@ class Metrics:
             ["route", "method", "status"],
             registry=r,
         )
+        self.malformed_requests = Counter(
+            "edgecache_malformed_requests",
+            "Requests that were not valid HTTP (answered 400 by the HTTP parser, logged throttled)",
+            registry=r,
+        )
         self.request_duration = Histogram(
             "edgecache_request_duration_seconds",
             "Time to answer a request (whole transfer for streamed bodies), by route",
@@ -44,6 +49,31 @@ class Metrics:
             "edgecache_upstream_active",
             "1 for the upstream endpoint requests go to now, 0 for the others",
             ["endpoint"],
+            registry=r,
+        )
+        self.upstream_connections_in_use = Gauge(
+            "edgecache_upstream_connections_in_use",
+            "Upstream connections in use, by pool (data: image bytes; metadata: the rest)",
+            ["pool"],
+            registry=r,
+        )
+        self.upstream_connection_limit = Gauge(
+            "edgecache_upstream_connection_limit",
+            "The configured most upstream connections of each pool",
+            ["pool"],
+            registry=r,
+        )
+        self.upstream_pool_wait = Histogram(
+            "edgecache_upstream_pool_wait_seconds",
+            "Time requests waited in line for an upstream connection of a full pool, by pool",
+            ["pool"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.upstream_pool_refusals = Counter(
+            "edgecache_upstream_pool_refusals",
+            "Requests answered 503 because no upstream connection came free in time, by pool",
+            ["pool"],
             registry=r,
         )
         self.data_requests = Counter(

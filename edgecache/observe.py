@@ -1,8 +1,10 @@
-"""One middleware that sees every request: the access log line and the request metrics.
+"""One middleware that sees every request: its request id, the access log line and the
+request metrics.
 
 The line says who asked for what (request id, method, path), how it went (status, bytes,
 duration) and where the bytes came from (cache, fill, upstream, metadata); never a header,
-so never a token.
+so never a token. Every answer carries a request id, as Glance's do: Glance's own where the
+answer is Glance's, else the caller's, else one made up here.
 """
 
 from __future__ import annotations
@@ -20,10 +22,12 @@ from edgecache.headers import REQUEST_ID
 
 access_log = logging.getLogger("edgecache.access")
 PASSTHROUGH_ROUTE = "/{tail}"
+_REQUEST_ID = web.RequestKey("request_id", str)
 
 
 @web.middleware
 async def observe_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
+    request[_REQUEST_ID] = request.headers.get(REQUEST_ID) or f"req-{uuid.uuid4()}"
     started = time.monotonic()
     status = 500
     response: web.StreamResponse | None = None
@@ -43,6 +47,12 @@ async def observe_requests(request: web.Request, handler: Handler) -> web.Stream
         _log(request, response, route, status, duration)
 
 
+async def add_request_id(request: web.BaseRequest, response: web.StreamResponse) -> None:
+    """For `on_response_prepare`: also answers a handler sends itself (image data) get one."""
+    if REQUEST_ID not in response.headers and _REQUEST_ID in request:
+        response.headers[REQUEST_ID] = request[_REQUEST_ID]
+
+
 def _route(request: web.Request) -> str:
     """The matched route's pattern: bounded label values, whatever the paths."""
     resource = request.match_info.route.resource
@@ -57,13 +67,9 @@ def _log(
     status: int,
     duration: float,
 ) -> None:
-    request_id = (
-        (response.headers.get(REQUEST_ID) if response is not None else None)
-        or request.headers.get(REQUEST_ID)
-        or f"req-{uuid.uuid4()}"
-    )
-    if response is not None and REQUEST_ID not in response.headers and not response.prepared:
-        response.headers[REQUEST_ID] = request_id
+    request_id = (response.headers.get(REQUEST_ID) if response is not None else None) or request[
+        _REQUEST_ID
+    ]
     sent = _bytes(response)
     source = response.headers.get("X-Edgecache-Source", "edgecache") if response else "edgecache"
     access_log.info(

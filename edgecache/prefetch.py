@@ -11,6 +11,7 @@ import contextlib
 import logging
 from collections.abc import Mapping
 
+from edgecache.headers import as_edgecache
 from edgecache.images import ImageRecord
 from edgecache.store.cache import ImageCache
 from edgecache.store.fill import FillFailed
@@ -41,7 +42,7 @@ class Prefetcher:
 
     def queue(self, image: ImageRecord, identity: Mapping[str, str]) -> None:
         """Ask for `image` to be cached; a no-op if it is already queued."""
-        self._queued.setdefault(image.id, (image, dict(identity)))
+        self._queued.setdefault(image.id, (image, as_edgecache(identity)))
         self._idle.clear()
         self._wakeup.set()
 

@@ -11,12 +11,20 @@ from typing import Any
 import xxhash
 from multidict import CIMultiDict
 
-from edgecache.auth import RECENT_CAPACITY, REWRITE_AFTER, Authority, Caller, open_to_all
+from edgecache.auth import (
+    DOWNLOAD,
+    RECENT_CAPACITY,
+    REWRITE_AFTER,
+    Authority,
+    Caller,
+    open_to_all,
+)
 from edgecache.glance_errors import UNAUTHORIZED, GlanceError
 from edgecache.headers import REQUEST_ID, forwardable
 from edgecache.images import ImageRecord
 from edgecache.lru import LruDict
 from edgecache.metrics import Metrics
+from edgecache.pools import PoolExhausted
 from edgecache.singleflight import SingleFlight
 from edgecache.store.db import best_effort
 from edgecache.store.documents import SHARED_SCOPE, Document, DocumentStore
@@ -28,6 +36,12 @@ _REFUSALS = {
     403: "You are not authorized to complete this action.",
     404: "No image found with ID {image_id}",
 }
+DOWNLOAD_REFUSED = "You are not authorized to complete download_image action."
+# A one-byte GET of an image's data runs every check of a whole download in Glance (policy
+# `download_image` with the image as its target, deactivation, the image's status) and costs
+# Glance one small read; answers that mean the checks passed:
+_DOWNLOAD_ALLOWED = frozenset({200, 206, 204, 416})  # 204: no data yet; 416: an empty image
+_DOWNLOAD_CHECK = {"Range": "bytes=0-0"}
 
 
 @dataclass(frozen=True)
@@ -75,10 +89,30 @@ def not_a_record() -> Answer:
 
 
 def uplink_down(what: str) -> Answer:
+    """503 for `what` (a noun phrase: "the data of image X"), which only Glance can give now."""
     return refusal(
         503,
-        f"The regional image service cannot be reached from this edge site; {what} "
-        "cannot be answered from this site's cache. Try again when the uplink is back.",
+        f"{what[:1].upper()}{what[1:]} is not in the cache of this edge site, and the regional "
+        "image service cannot be reached from here to ask for it. "
+        "Try again when the uplink is back.",
+    )
+
+
+def upstream_unreachable(method: str, path: str) -> Answer:
+    """503 for a request that only Glance can answer (a write, say) while it cannot be reached."""
+    return refusal(
+        503,
+        f"The regional image service cannot be reached from this edge site, and only it can "
+        f"answer {method} {path}. Try again when the uplink is back.",
+    )
+
+
+def upstream_busy(exhausted: PoolExhausted) -> Answer:
+    """503 for a request that waited too long for a connection to Glance."""
+    return refusal(
+        503,
+        f"This edge site is too busy to ask the regional image service now: {exhausted}. "
+        "Try again in a few seconds.",
     )
 
 
@@ -127,7 +161,7 @@ class Recall:
         if image_id is not None and (reused := await self._reuse(path_qs, caller, scope, image_id)):
             return reused
         try:
-            fresh = await self._fetch_once(path_qs, caller)
+            fresh = await self._fetch_once(path_qs, caller.headers)
         except TRANSIENT_ERRORS:
             return self._counted(await self._recall(path_qs, caller, scope, image_id, needs_token))
         if fresh.status in UNAVAILABLE_STATUSES:
@@ -141,16 +175,73 @@ class Recall:
         self._metrics.metadata_requests.labels("upstream").inc()
         return Answer(fresh.status, fresh.body, forwardable(fresh.headers))
 
-    async def _fetch_once(self, path_qs: str, caller: Caller) -> UpstreamAnswer:
+    async def _fetch_once(self, path_qs: str, headers: Mapping[str, str]) -> UpstreamAnswer:
         """Glance's answer, asked once for identical requests in flight at the same moment.
 
         The same caller (the same credentials) asking for the same document at the same time
         gets the same answer from Glance; a boot storm's metadata GETs make one round trip.
         """
-        same = frozenset((k, v) for k, v in caller.headers.items() if k != REQUEST_ID)
+        same = frozenset((k, v) for k, v in headers.items() if k != REQUEST_ID)
         return await self._asking.run(
-            (path_qs, same), lambda: self._upstream.fetch(path_qs, caller.headers)
+            (path_qs, same), lambda: self._upstream.fetch(path_qs, headers)
         )
+
+    async def refresh(self, path_qs: str, caller: Caller) -> None:
+        """Ask Glance for a shared document now and remember its answer (nobody is waiting
+        for it: nothing is recalled, and it is not counted as an answer)."""
+        fresh = await self._fetch_once(path_qs, caller.headers)
+        if fresh.status not in UNAVAILABLE_STATUSES:
+            with best_effort("Glance's answer"):
+                await self._learn(path_qs, caller, SHARED_SCOPE, None, fresh)
+
+    async def download_decision(self, caller: Caller, image_id: str) -> Answer:
+        """Glance's `download_image` decision for this caller and image: 200 with no body if
+        Glance would hand over the bytes, else Glance's refusal as it was (status and message).
+
+        Asked of Glance itself, with the caller's credentials, as a one-byte GET of the data;
+        remembered per identity for when the uplink is down.
+        """
+        if self._reuse_for and (
+            self._authority.just_decided(caller, image_id, self._reuse_for, DOWNLOAD) == 200
+        ):
+            return Answer(200, b"")
+        try:
+            fresh = await self._fetch_once(
+                f"/v2/images/{image_id}/file", caller.headers | _DOWNLOAD_CHECK
+            )
+        except TRANSIENT_ERRORS:
+            return await self._recall_download(caller, image_id)
+        if fresh.status in UNAVAILABLE_STATUSES:
+            recalled = await self._recall_download(caller, image_id)
+            if recalled.status != 503:
+                return recalled
+        allowed = fresh.status in _DOWNLOAD_ALLOWED
+        with best_effort("Glance's download decision"):
+            await self._authority.observe(
+                caller, 200 if allowed else fresh.status, [image_id], DOWNLOAD
+            )
+        if allowed:
+            return Answer(200, b"")
+        if fresh.status == 401:
+            self._www_authenticate = fresh.headers.get("WWW-Authenticate", self._www_authenticate)
+        return Answer(fresh.status, fresh.body, forwardable(fresh.headers))
+
+    async def _recall_download(self, caller: Caller, image_id: str) -> Answer:
+        decision = await self._authority.offline_decision(caller, image_id, DOWNLOAD)
+        if decision == 200:
+            return Answer(200, b"", age=0, uplink_down=True)
+        if decision == 401:
+            return self.unauthorized()
+        if decision == 403:
+            return refusal(403, DOWNLOAD_REFUSED)
+        if decision == 503:
+            return refusal(
+                503,
+                "The regional image service cannot be reached from this edge site, and it has "
+                f"not told this site whether you may download image {image_id}. "
+                "Try again when the uplink is back.",
+            )
+        return refusal(decision, _REFUSALS.get(decision, "").format(image_id=image_id))
 
     async def _reuse(
         self, path_qs: str, caller: Caller, scope: str, image_id: str
@@ -256,6 +347,6 @@ class Recall:
                 return refusal(decision, _REFUSALS.get(decision, "").format(image_id=image_id))
         document = await self._documents.get(scope, path_qs)
         if document is None:
-            return uplink_down("this answer")
+            return uplink_down(f"the answer to GET {path_qs}")
         headers = CIMultiDict({"Content-Type": document.content_type})
         return Answer(document.status, document.body, headers, age=document.age, uplink_down=True)

@@ -1,10 +1,11 @@
 """When the uplink comes back: re-check every remembered image record as the service user.
 
-Images deleted upstream are forgotten (record, decisions, cached copy). For the others, each
-remembered "allowed" decision is kept only if the caller's project (learnt from Keystone) can
-still see the image by Glance's visibility rules; revalidation only ever takes access away, it
-never grants any. Decisions whose caller's project is unknown are dropped too: those callers
-simply ask Glance again.
+Images deleted upstream are forgotten (record, decisions, cached copy). For the others, an
+identity's remembered "allowed" decisions (to see the record and to download the data) are
+kept only if its project (learnt from Keystone) can still see the image by Glance's visibility
+rules and the image is still active (a deactivated image is not downloadable); revalidation
+only ever takes access away, it never grants any. Decisions whose identity's project is
+unknown are dropped too: those callers simply ask Glance again.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from edgecache.headers import OWN_USER_AGENT
 from edgecache.keystone import Keystone
 from edgecache.metrics import Metrics
+from edgecache.pools import PoolExhausted
 from edgecache.store.documents import SHARED_SCOPE, Document
 from edgecache.store.evict import Evictor
 from edgecache.store.index import Index
@@ -53,13 +56,24 @@ class Revalidator:
 
     async def run(self) -> None:
         await self._index.decisions.purge_expired()
-        headers = {"X-Auth-Token": await self._keystone.token()}
+        headers = {"X-Auth-Token": await self._keystone.token(), "User-Agent": OWN_USER_AGENT}
         image_ids = await self._index.documents.image_ids()
         try:
             for image_id in image_ids:
                 await self._revalidate(image_id, headers)
         except TRANSIENT_ERRORS as exc:
-            log.warning("revalidation interrupted by the uplink: %r", exc)
+            log.warning(
+                "revalidation of remembered image records was interrupted by the uplink (%s); "
+                "it runs again the next time the uplink comes back",
+                str(exc) or type(exc).__name__,
+            )
+            return
+        except PoolExhausted as exc:
+            log.warning(
+                "revalidation of remembered image records stopped: %s; it runs again the next "
+                "time the uplink comes back",
+                exc,
+            )
             return
         finally:
             self._forget_recent()
@@ -85,11 +99,11 @@ class Revalidator:
         members = (
             await self._members(path, headers) if record.get("visibility") == "shared" else set()
         )
-        for token_hash, project, is_admin in await self._index.decisions.allowed(image_id):
+        for identity, project, is_admin in await self._index.decisions.allowed(image_id):
             if is_admin or may_still_see(record, project, members):
                 self._metrics.revalidations.labels("kept").inc()
             else:
-                await self._index.decisions.forget(token_hash, image_id)
+                await self._index.decisions.forget(identity, image_id)
                 self._metrics.revalidations.labels("revoked").inc()
 
     async def _members(self, path: str, headers: dict[str, str]) -> set[str]:

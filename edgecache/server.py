@@ -17,17 +17,18 @@ from pathlib import Path
 from aiohttp import web
 
 from edgecache.app import create_app
+from edgecache.appkeys import METRICS
 from edgecache.config import Settings
+from edgecache.malformed import ProtocolLog
 from edgecache.systemd import Notifier
 from edgecache.unixpath import usable_socket_path
 
 log = logging.getLogger("edgecache")
 
 
-async def run(settings: Settings) -> None:
-    app = create_app(settings)
-    systemd = Notifier.from_environment()
-    runner = web.AppRunner(
+def make_runner(app: web.Application, settings: Settings) -> web.AppRunner:
+    """The runner of the daemon's listeners; malformed requests are logged by ProtocolLog."""
+    return web.AppRunner(
         app,
         access_log=None,
         handle_signals=False,
@@ -35,7 +36,14 @@ async def run(settings: Settings) -> None:
         # aiohttp arms this from the moment a connection opens, and it is not reset by bytes
         # of an unfinished request: it also closes clients that send headers byte by byte.
         keepalive_timeout=settings.client_idle_timeout,
+        logger=ProtocolLog(app[METRICS]),
     )
+
+
+async def run(settings: Settings) -> None:
+    app = create_app(settings)
+    systemd = Notifier.from_environment()
+    runner = make_runner(app, settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

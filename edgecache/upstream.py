@@ -5,6 +5,9 @@ preference), or another edgecache (tiers). Requests go to the active endpoint; w
 answer, requests that can safely be repeated (GET/HEAD without a body) are retried on the next
 endpoint, which becomes active. While a fallback is active the primary is probed and taken
 back as soon as it answers. The uplink is down only when no endpoint answers.
+
+Connections come from two bounded pools (edgecache.pools): image data, and everything else.
+Requests carry exactly the headers their caller gives: aiohttp adds none of its own.
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ import aiohttp
 from multidict import CIMultiDictProxy
 
 from edgecache.config import Settings
+from edgecache.headers import OWN_USER_AGENT
 from edgecache.metrics import Metrics
+from edgecache.pools import DATA_POOL, METADATA_POOL, ConnectionPool, PoolExhausted
 from edgecache.uplink import Uplink, UplinkDown
 
 log = logging.getLogger(__name__)
@@ -37,10 +42,26 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 )
 # Answers that mean something between us and Glance (or Glance itself) is not serving.
 UNAVAILABLE_STATUSES = frozenset({502, 503, 504})
+# A probe that cannot get a connection has not shown that the upstream answers.
+_PROBE_FAILURES: tuple[type[BaseException], ...] = (*TRANSIENT_ERRORS, PoolExhausted)
 _REPEATABLE_METHODS = frozenset({"GET", "HEAD"})
 # Pieces this large keep per-piece overhead low on fast links; what is buffered when a stream
 # breaks is lost (aiohttp drops it), so it is not larger.
 _READ_BUFFER = 1 << 20
+# Headers aiohttp would add to a request that lacks them; a proxy forwards what it was sent.
+_NO_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
+# Paths whose requests and answers are image bytes: the image file and the staging area.
+_DATA_SUFFIXES = ("/file", "/stage")
+
+
+def build_connector(settings: Settings, limit: int) -> aiohttp.TCPConnector:
+    """A connector to the upstream that opens at most `limit` connections at once."""
+    return aiohttp.TCPConnector(limit=limit, ttl_dns_cache=60)
+
+
+def pool_for(path_qs: str) -> str:
+    """The pool a request for `path_qs` takes its connection from."""
+    return DATA_POOL if path_qs.split("?")[0].endswith(_DATA_SUFFIXES) else METADATA_POOL
 
 
 @dataclass(frozen=True)
@@ -67,7 +88,16 @@ class Upstream:
         )
         self._probe_timeout = aiohttp.ClientTimeout(total=settings.connect_timeout)
         self._probe_interval = settings.probe_interval
-        self._session: aiohttp.ClientSession | None = None
+        self._settings = settings
+        self._sessions: dict[str, aiohttp.ClientSession] = {}
+        self._pools = {
+            DATA_POOL: ConnectionPool(
+                DATA_POOL, settings.data_connections, settings.pool_wait, metrics
+            ),
+            METADATA_POOL: ConnectionPool(
+                METADATA_POOL, settings.metadata_connections, settings.pool_wait, metrics
+            ),
+        }
         self._metrics = metrics
         self._on_fallback = asyncio.Event()
         self._failback: asyncio.Task[None] | None = None
@@ -80,12 +110,15 @@ class Upstream:
         self._publish_active()
 
     async def start(self) -> None:
-        self._session = aiohttp.ClientSession(
-            timeout=self._timeout,
-            auto_decompress=False,
-            read_bufsize=_READ_BUFFER,
-            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=60),
-        )
+        self._sessions = {
+            name: aiohttp.ClientSession(
+                timeout=self._timeout,
+                auto_decompress=False,
+                read_bufsize=_READ_BUFFER,
+                connector=build_connector(self._settings, pool.limit),
+            )
+            for name, pool in self._pools.items()
+        }
         self.uplink.start()
         if len(self.endpoints) > 1:
             self._failback = asyncio.create_task(self._back_to_primary(), name="upstream-failback")
@@ -95,34 +128,60 @@ class Upstream:
         if self._failback is not None:
             self._failback.cancel()
             await asyncio.gather(self._failback, return_exceptions=True)
-        if self._session is not None:
-            await self._session.close()
+        for session in self._sessions.values():
+            await session.close()
 
     @property
     def session(self) -> aiohttp.ClientSession:
-        if self._session is None:
+        """The session of the metadata pool, for short requests of edgecache's own."""
+        return self._session(METADATA_POOL)
+
+    def _session(self, pool: str) -> aiohttp.ClientSession:
+        if not self._sessions:
             raise RuntimeError("Upstream.start() was not awaited")
-        return self._session
+        return self._sessions[pool]
 
     @property
     def base_url(self) -> str:
         """The endpoint requests go to now."""
         return self.endpoints[self._active]
 
-    @asynccontextmanager
-    async def request(
+    def request(
         self,
         method: str,
         path_qs: str,
         headers: Mapping[str, str],
         data: Any = None,
+    ) -> AbstractAsyncContextManager[aiohttp.ClientResponse]:
+        """A streaming request, on a connection of the pool its path belongs to (pool_for)."""
+        return self._request(pool_for(path_qs), method, path_qs, headers, data)
+
+    @asynccontextmanager
+    async def _request(
+        self,
+        pool: str,
+        method: str,
+        path_qs: str,
+        headers: Mapping[str, str],
+        data: Any = None,
     ) -> AsyncIterator[aiohttp.ClientResponse]:
-        """A streaming request. Raises UplinkDown at once while the uplink is known down.
+        """Raises UplinkDown at once while the uplink is known down, and PoolExhausted if no
+        connection of `pool` comes free in time.
 
         Only getting an answer counts for the uplink's state: a break while the body streams
         shows on the next request (a resume, say).
         """
         self.uplink.check()
+        async with (
+            self._pools[pool].slot(),
+            self._answer(pool, method, path_qs, headers, data) as response,
+        ):
+            yield response
+
+    @asynccontextmanager
+    async def _answer(
+        self, pool: str, method: str, path_qs: str, headers: Mapping[str, str], data: Any
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
         repeatable = method in _REPEATABLE_METHODS and data is None
         candidates = self._candidates() if repeatable else [self._active]
         failure = ""
@@ -130,12 +189,13 @@ class Upstream:
             more_to_try = number + 1 < len(candidates)
             started = time.monotonic()
             try:
-                response = await self.session.request(
+                response = await self._session(pool).request(
                     method,
                     self.endpoints[index] + path_qs,
                     headers=headers,
                     data=data,
                     allow_redirects=False,
+                    skip_auto_headers=_NO_AUTO_HEADERS,
                 )
             except TRANSIENT_ERRORS as exc:
                 failure = f"{method} {path_qs.split('?')[0]}: {exc!r}"
@@ -163,8 +223,10 @@ class Upstream:
             return
 
     async def fetch(self, path_qs: str, headers: Mapping[str, str]) -> UpstreamAnswer:
-        """GET a small document and read it whole."""
-        async with self.request("GET", path_qs, headers) as response:
+        """GET a small document and read it whole, on a metadata connection: also the one-byte
+        GET of an image's data that asks Glance's download decision, so that fills can never
+        hold up an authorization."""
+        async with self._request(METADATA_POOL, "GET", path_qs, headers) as response:
             body = await response.read()
             return UpstreamAnswer(response.status, response.headers, body)
 
@@ -202,11 +264,17 @@ class Upstream:
 
     async def _answers(self, index: int) -> bool:
         try:
-            async with self.session.get(
-                self.endpoints[index] + "/versions", timeout=self._probe_timeout
-            ) as response:
+            async with (
+                self._pools[METADATA_POOL].slot(),
+                self.session.get(
+                    self.endpoints[index] + "/versions",
+                    headers={"User-Agent": OWN_USER_AGENT},
+                    skip_auto_headers=_NO_AUTO_HEADERS,
+                    timeout=self._probe_timeout,
+                ) as response,
+            ):
                 return response.status not in UNAVAILABLE_STATUSES
-        except TRANSIENT_ERRORS:
+        except _PROBE_FAILURES:
             return False
 
     async def _probe_all(self) -> bool:

@@ -19,6 +19,7 @@ from urllib.parse import quote
 
 import aiohttp
 
+from edgecache.bootdocs import BOOT_DOCUMENTS
 from edgecache.config import ServiceCredentials
 from edgecache.images import is_image_id
 from edgecache.keystone import Keystone
@@ -132,6 +133,7 @@ class Warmer:
     async def warm(
         self, targets: Sequence[Target], parallel: int, progress: Progress
     ) -> list[Outcome]:
+        await self._boot_documents()
         limit = asyncio.Semaphore(parallel)
 
         async def bounded(target: Target) -> Outcome:
@@ -139,6 +141,12 @@ class Warmer:
                 return await self._warm_one(target, progress)
 
         return list(await asyncio.gather(*(bounded(target) for target in targets)))
+
+    async def _boot_documents(self) -> None:
+        """Read what clients read before a boot (versions, schemas) through the daemon, so it
+        holds them with the images: a boot after only a warm then works while offline."""
+        for path in BOOT_DOCUMENTS:
+            await self._get_json(path, accept=(200, 300))
 
     async def _warm_one(self, target: Target, progress: Progress) -> Outcome:
         outcome = Outcome(target)
@@ -190,10 +198,10 @@ class Warmer:
             path = page.get("next") or ""
         return targets
 
-    async def _get_json(self, path: str) -> Any:
+    async def _get_json(self, path: str, accept: tuple[int, ...] = (200,)) -> Any:
         try:
             async with self._session.get(self._endpoint + path, headers=self._headers) as response:
-                if response.status != 200:
+                if response.status not in accept:
                     raise WarmError(
                         f"GET {path}: HTTP {response.status}: {_message(await response.text())}"
                     )

@@ -75,6 +75,11 @@ class FakeImage:
         }
 
 
+def is_download_check(headers: dict[str, str]) -> bool:
+    """edgecache's one-byte GET asking Glance's download decision, not a transfer."""
+    return headers.get("Range") == "bytes=0-0"
+
+
 def _error(status: int, message: str) -> web.Response:
     phrase = HTTPStatus(status).phrase
     return web.json_response(
@@ -87,6 +92,9 @@ class FakeGlance:
         self.images: dict[str, FakeImage] = {}
         self.tokens: dict[str, str] = {ADMIN_TOKEN: "admin-project"}
         self.data_requests: Counter[str] = Counter()
+        self.download_checks: Counter[str] = Counter()  # one-byte GETs: bytes=0-0
+        self.readers: set[str] = set()  # tokens with only the reader role: see, not download
+        self.users: dict[str, str] = {}  # token -> user id (default: one user per project)
         self.metadata_requests: Counter[str] = Counter()
         self.requests: list[tuple[str, str, dict[str, str]]] = []
         self.uploads: dict[str, int] = {}
@@ -102,17 +110,46 @@ class FakeGlance:
         app.router.add_get("/v2/images/{id}/members", self._members)
         app.router.add_get("/v2/images/{id}/file", self._download)
         app.router.add_put("/v2/images/{id}/file", self._upload)
-        app.router.add_get("/v2/schemas/image", self._schema)
+        app.router.add_get("/v2/schemas/{name}", self._schema)
         app.router.add_get("/v2/cache", self._cache_policy)
         app.router.add_post("/v3/auth/tokens", self._keystone_issue)
         app.router.add_get("/v3/auth/tokens", self._keystone_validate)
         return app
 
+    def make_keystone_app(self) -> web.Application:
+        """Only the Keystone part, on a server of its own: an edge site's Keystone that stays
+        up when the region (Glance and its Keystone) cannot be reached."""
+        app = web.Application()
+        app.router.add_post("/v3/auth/tokens", self._keystone_issue)
+        app.router.add_get("/v3/auth/tokens", self._keystone_validate)
+        return app
+
     # --- test set-up helpers -------------------------------------------------------------
-    def add_project(self, project: str) -> str:
+    def add_project(self, project: str, user: str | None = None) -> str:
+        """A token of a member of `project` (by default the project's one user)."""
         token = f"token-{project}-{uuid.uuid4().hex[:8]}"
         self.tokens[token] = project
+        if user is not None:
+            self.users[token] = user
         return token
+
+    def add_reader(self, project: str) -> str:
+        """A token of a user with only the reader role in `project`."""
+        token = self.add_project(project)
+        self.readers.add(token)
+        return token
+
+    def renew(self, token: str) -> str:
+        """A new token for the same user, project and roles (a renewal, a trust)."""
+        renewed = f"token-{self.tokens[token]}-{uuid.uuid4().hex[:8]}"
+        self.tokens[renewed] = self.tokens[token]
+        self.users[renewed] = self.user_of(token)
+        if token in self.readers:
+            self.readers.add(renewed)
+        return renewed
+
+    def user_of(self, token: str) -> str:
+        return self.users.get(token, f"user-{self.tokens[token]}")
 
     def add_image(self, data: bytes, owner: str, **fields: Any) -> FakeImage:
         image = FakeImage(id=str(uuid.uuid4()), data=data, owner=owner, **fields)
@@ -140,17 +177,30 @@ class FakeGlance:
             return _error(404, f"No image found with ID {request.match_info['id']}")
         return image
 
+    def _may_download(self, image: FakeImage, token: str) -> bool:
+        """Glance's default download_image: member (admins always), active images only."""
+        if self.tokens[token] == "admin-project":
+            return True
+        return token not in self.readers and image.status == "active"
+
     # --- a Keystone just big enough for service credentials -------------------------------
-    def _token_body(self, project: str, expires_at: float) -> dict[str, Any]:
+    def _token_body(self, token: str, expires_at: float) -> dict[str, Any]:
+        project = self.tokens[token]
         stamp = datetime.fromtimestamp(expires_at, tz=UTC).isoformat()
-        roles = [{"name": "admin"}] if project == "admin-project" else [{"name": "member"}]
-        return {"token": {"project": {"id": project}, "expires_at": stamp, "roles": roles}}
+        if project == "admin-project":
+            roles = [{"name": "admin"}, {"name": "member"}, {"name": "reader"}]
+        elif token in self.readers:
+            roles = [{"name": "reader"}]
+        else:
+            roles = [{"name": "member"}, {"name": "reader"}]
+        body = {"project": {"id": project}, "user": {"id": self.user_of(token)}}
+        return {"token": {**body, "expires_at": stamp, "roles": roles}}
 
     async def _keystone_issue(self, request: web.Request) -> web.Response:
         user = (await request.json())["auth"]["identity"]["password"]["user"]
         if (user["name"], user["password"]) != SERVICE_USER:
             return _error(401, "The request you have made requires authentication.")
-        body = self._token_body("admin-project", time.time() + 3600)
+        body = self._token_body(ADMIN_TOKEN, time.time() + 3600)
         return web.json_response(body, status=201, headers={"X-Subject-Token": ADMIN_TOKEN})
 
     async def _keystone_validate(self, request: web.Request) -> web.Response:
@@ -160,7 +210,7 @@ class FakeGlance:
         if subject not in self.tokens:
             return _error(404, "Could not find token.")
         expires_at = self.token_expiry.get(subject, time.time() + 3600)
-        return web.json_response(self._token_body(self.tokens[subject], expires_at))
+        return web.json_response(self._token_body(subject, expires_at))
 
     # --- handlers ------------------------------------------------------------------------
     async def _versions(self, request: web.Request) -> web.Response:
@@ -182,7 +232,9 @@ class FakeGlance:
         return web.json_response(doc, status=300 if request.path == "/" else 200)
 
     async def _schema(self, request: web.Request) -> web.Response:
-        return web.json_response({"name": "image", "properties": {}})
+        if self._caller(request) is None:
+            return _error(401, "The request you have made requires authentication.")
+        return web.json_response({"name": request.match_info["name"], "properties": {}})
 
     async def _list(self, request: web.Request) -> web.Response:
         project = self._caller(request)
@@ -239,6 +291,16 @@ class FakeGlance:
         if isinstance(found, web.Response):
             return found
         image = found
+        if not self._may_download(image, request.headers["X-Auth-Token"]):
+            return _error(403, "You are not authorized to complete download_image action")
+        if is_download_check(dict(request.headers)):
+            self.download_checks[image.id] += 1
+            return web.Response(
+                status=206,
+                body=image.data[:1],
+                content_type="application/octet-stream",
+                headers={"Content-Range": f"bytes 0-0/{len(image.data)}"},
+            )
         self.data_requests[image.id] += 1
         faults = image.faults
         injected = faults.status.pop(0) if faults.status else None

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 
 from aiohttp import web
 
-from edgecache.api.answers import to_response, visible_image
+from edgecache.api.answers import downloadable_image, to_response
 from edgecache.api.proxy import BYTES_SENT, passthrough
 from edgecache.api.transfer import FileEndedEarly, abort, corked, data_response, send_file
 from edgecache.appkeys import AUTHORITY, CACHE, METRICS, UPSTREAM
@@ -38,8 +38,8 @@ async def image_file(request: web.Request) -> web.StreamResponse:
     if not is_image_id(image_id):
         return await passthrough(request)
     caller = request.app[AUTHORITY].caller(request.headers)
-    # Glance decides who may see the image: its answer to the caller's metadata GET.
-    image = await visible_image(request, caller, image_id)
+    # Glance decides who may have the bytes: its get_image and download_image decisions.
+    image = await downloadable_image(request, caller, image_id)
     if isinstance(image, web.Response):
         return image
     if not image.cacheable or "Content-Range" in request.headers:

@@ -10,7 +10,7 @@ from edgecache.api.answers import to_response
 from edgecache.api.transfer import abort
 from edgecache.appkeys import UPSTREAM
 from edgecache.headers import forwardable
-from edgecache.recall import uplink_down
+from edgecache.recall import upstream_unreachable
 from edgecache.upstream import TRANSIENT_ERRORS
 
 log = logging.getLogger(__name__)
@@ -42,9 +42,14 @@ async def passthrough(request: web.Request) -> web.StreamResponse:
                 await response.write(piece)
                 response[BYTES_SENT] += len(piece)
     except TRANSIENT_ERRORS as exc:
-        log.warning("upstream failed during %s %s: %r", request.method, request.path, exc)
+        log.warning(
+            "could not relay %s %s to the upstream: %s",
+            request.method,
+            request.path,
+            str(exc) or type(exc).__name__,
+        )
         if not response.prepared:
-            return to_response(request, uplink_down(f"{request.method} {request.path}"))
+            return to_response(request, upstream_unreachable(request.method, request.path))
         abort(request)
         return response
     await response.write_eof()

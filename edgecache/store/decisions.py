@@ -1,32 +1,72 @@
-"""Remembered authorization decisions: what Glance answered a caller about an image.
+"""Remembered authorization decisions: what Glance answered an identity about an image.
 
-Callers are known only by a salted hash of their token (see edgecache.auth); the token itself
-is never stored. Every decision and every known token carries an expiry.
+Three tables:
+- `identities`: callers Glance accepted (answered anything but 401), with their project, roles
+  and until when what was learnt about them may be used;
+- `caller_tokens`: which identity a token (known only by a keyed hash, see edgecache.auth)
+  belongs to, and until when Keystone (or the decision TTL) says the token is good;
+- `grants`: Glance's answer to an identity about one image, per action (`image`: may it see the
+  record, Glance's `get_image`; `download`: may it have the bytes, Glance's `download_image`).
+
+A decision is used for a token only while the token's own row is valid, so it never outlives
+what Keystone said about the token that presents it. No token is ever stored.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from edgecache.store.db import Database
 
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS tokens (
-    token_hash TEXT PRIMARY KEY,
+DROP TABLE IF EXISTS tokens;
+DROP TABLE IF EXISTS decisions;
+CREATE TABLE IF NOT EXISTS identities (
+    identity   TEXT PRIMARY KEY,
     project_id TEXT,
+    roles      TEXT NOT NULL DEFAULT '[]',
     is_admin   INTEGER NOT NULL DEFAULT 0,
     expires_at REAL NOT NULL
 );
-CREATE TABLE IF NOT EXISTS decisions (
-    token_hash TEXT NOT NULL,
+CREATE TABLE IF NOT EXISTS caller_tokens (
+    token_hash TEXT PRIMARY KEY,
+    identity   TEXT NOT NULL,
+    validated  INTEGER NOT NULL DEFAULT 0,
+    expires_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS grants (
+    identity   TEXT NOT NULL,
     image_id   TEXT NOT NULL,
+    action     TEXT NOT NULL,
     status     INTEGER NOT NULL,
     expires_at REAL NOT NULL,
-    PRIMARY KEY (token_hash, image_id)
+    PRIMARY KEY (identity, image_id, action)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS decisions_image ON decisions (image_id);
+CREATE INDEX IF NOT EXISTS grants_image ON grants (image_id);
 """
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who a caller is, as far as Glance's policy can tell them apart."""
+
+    key: str  # a keyed hash of (user, project, scope, roles), or of the token without Keystone
+    project_id: str | None = None
+    roles: frozenset[str] = frozenset()
+
+    @property
+    def is_admin(self) -> bool:
+        return "admin" in self.roles
+
+
+@dataclass(frozen=True)
+class TokenRow:
+    identity: str
+    validated: bool  # Keystone vouched for the token (else Glance's answer alone)
+    expires_at: float
 
 
 class DecisionStore:
@@ -34,76 +74,94 @@ class DecisionStore:
         self._db = db
 
     async def remember_token(
-        self,
-        token_hash: str,
-        expires_at: float,
-        project_id: str | None = None,
-        is_admin: bool = False,
+        self, token_hash: str, identity: str, expires_at: float, *, validated: bool
     ) -> None:
-        """Glance accepted this token (answered something other than 401)."""
         await self._db.write(
-            "INSERT OR REPLACE INTO tokens (token_hash, project_id, is_admin, expires_at)"
+            "INSERT OR REPLACE INTO caller_tokens (token_hash, identity, validated, expires_at)"
             " VALUES (?, ?, ?, ?)",
-            (token_hash, project_id, int(is_admin), expires_at),
+            (token_hash, identity, int(validated), expires_at),
         )
 
-    async def token_expiry(self, token_hash: str) -> float | None:
-        """When a token validated with Keystone expires (None if never validated)."""
+    async def token(self, token_hash: str) -> TokenRow | None:
+        """The identity a token belongs to, while the token is good."""
         row = await self._db.fetch_one(
-            "SELECT expires_at FROM tokens WHERE token_hash = ? AND project_id IS NOT NULL"
-            " AND expires_at > ?",
+            "SELECT identity, validated, expires_at FROM caller_tokens"
+            " WHERE token_hash = ? AND expires_at > ?",
             (token_hash, time.time()),
         )
-        return float(row[0]) if row else None
-
-    async def token_known(self, token_hash: str) -> bool:
-        row = await self._db.fetch_one(
-            "SELECT 1 FROM tokens WHERE token_hash = ? AND expires_at > ?",
-            (token_hash, time.time()),
-        )
-        return row is not None
+        return TokenRow(str(row[0]), bool(row[1]), float(row[2])) if row else None
 
     async def forget_token(self, token_hash: str) -> None:
-        """Glance refused this token (401): nothing it was allowed before stands."""
-        await self._db.write("DELETE FROM tokens WHERE token_hash = ?", (token_hash,))
-        await self._db.write("DELETE FROM decisions WHERE token_hash = ?", (token_hash,))
+        """Glance refused this token (401): it stands for nobody any more."""
+        await self._db.write("DELETE FROM caller_tokens WHERE token_hash = ?", (token_hash,))
 
-    async def remember(
-        self, token_hash: str, image_ids: Iterable[str], status: int, expires_at: float
-    ) -> None:
-        await self._db.write_many(
-            "INSERT OR REPLACE INTO decisions (token_hash, image_id, status, expires_at)"
-            " VALUES (?, ?, ?, ?)",
-            [(token_hash, image_id, status, expires_at) for image_id in image_ids],
+    async def accept(self, identity: Identity, expires_at: float) -> None:
+        """Glance accepted this identity; what it learns about it may be used until then."""
+        await self._db.write(
+            "INSERT OR REPLACE INTO identities (identity, project_id, roles, is_admin, expires_at)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (
+                identity.key,
+                identity.project_id,
+                json.dumps(sorted(identity.roles)),
+                int(identity.is_admin),
+                expires_at,
+            ),
         )
 
-    async def lookup(self, token_hash: str, image_id: str) -> int | None:
-        """The status Glance answered this caller for this image, if still valid."""
+    async def identity(self, key: str) -> Identity | None:
+        """An identity Glance accepted, while that is still to be relied on."""
         row = await self._db.fetch_one(
-            "SELECT status FROM decisions WHERE token_hash = ? AND image_id = ? AND expires_at > ?",
-            (token_hash, image_id, time.time()),
+            "SELECT project_id, roles FROM identities WHERE identity = ? AND expires_at > ?",
+            (key, time.time()),
+        )
+        if row is None:
+            return None
+        return Identity(key, row[0], frozenset(json.loads(row[1])))
+
+    async def forget_identity(self, key: str) -> None:
+        await self._db.write("DELETE FROM identities WHERE identity = ?", (key,))
+        await self._db.write("DELETE FROM grants WHERE identity = ?", (key,))
+
+    async def remember(
+        self, identity: str, action: str, image_ids: Iterable[str], status: int, expires_at: float
+    ) -> None:
+        await self._db.write_many(
+            "INSERT OR REPLACE INTO grants (identity, image_id, action, status, expires_at)"
+            " VALUES (?, ?, ?, ?, ?)",
+            [(identity, image_id, action, status, expires_at) for image_id in image_ids],
+        )
+
+    async def lookup(self, identity: str, image_id: str, action: str) -> int | None:
+        """The status Glance answered this identity for this image and action, if still valid."""
+        row = await self._db.fetch_one(
+            "SELECT status FROM grants WHERE identity = ? AND image_id = ? AND action = ?"
+            " AND expires_at > ?",
+            (identity, image_id, action, time.time()),
         )
         return int(row[0]) if row else None
 
     async def allowed(self, image_id: str) -> list[tuple[str, str | None, bool]]:
-        """(token hash, project, is admin) of every caller remembered as allowed to see it."""
+        """(identity, project, is admin) of every identity remembered as allowed anything on
+        the image."""
         rows = await self._db.fetch_all(
-            "SELECT d.token_hash, t.project_id, COALESCE(t.is_admin, 0) FROM decisions d"
-            " LEFT JOIN tokens t ON t.token_hash = d.token_hash"
-            " WHERE d.image_id = ? AND d.status = 200",
+            "SELECT DISTINCT g.identity, i.project_id, COALESCE(i.is_admin, 0) FROM grants g"
+            " LEFT JOIN identities i ON i.identity = g.identity"
+            " WHERE g.image_id = ? AND g.status = 200",
             (image_id,),
         )
         return [(str(r[0]), r[1], bool(r[2])) for r in rows]
 
-    async def forget(self, token_hash: str, image_id: str) -> None:
+    async def forget(self, identity: str, image_id: str) -> None:
+        """Every remembered answer about the image for this identity (see and download)."""
         await self._db.write(
-            "DELETE FROM decisions WHERE token_hash = ? AND image_id = ?", (token_hash, image_id)
+            "DELETE FROM grants WHERE identity = ? AND image_id = ?", (identity, image_id)
         )
 
     async def forget_image(self, image_id: str) -> None:
-        await self._db.write("DELETE FROM decisions WHERE image_id = ?", (image_id,))
+        await self._db.write("DELETE FROM grants WHERE image_id = ?", (image_id,))
 
     async def purge_expired(self) -> None:
         now = time.time()
-        await self._db.write("DELETE FROM decisions WHERE expires_at <= ?", (now,))
-        await self._db.write("DELETE FROM tokens WHERE expires_at <= ?", (now,))
+        for table in ("grants", "caller_tokens", "identities"):
+            await self._db.write(f"DELETE FROM {table} WHERE expires_at <= ?", (now,))

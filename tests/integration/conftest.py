@@ -59,6 +59,7 @@ class World:
     a: Credentials  # owner of every image except the public one
     b: Credentials  # member of A's shared images (accepted)
     c: Credentials  # outsider
+    reader: Credentials  # in A's project with only the reader role: sees, may not download
     images: dict[Visibility, Image] = field(default_factory=dict)
     _counter: int = 0
 
@@ -118,11 +119,13 @@ def stack(integ_dir: Path) -> Iterator[OpenStackStack]:
 
 @pytest.fixture(scope="session")
 def world(stack: OpenStackStack) -> World:
+    a = stack.create_project_user("project-a")
     world = World(
         stack,
-        a=stack.create_project_user("project-a"),
+        a=a,
         b=stack.create_project_user("project-b"),
         c=stack.create_project_user("project-c"),
+        reader=stack.create_user_in(a, "reader-a", ["reader"]),
     )
     for visibility in VISIBILITIES:
         world.images[visibility] = world.new_image(visibility)

@@ -1,9 +1,11 @@
 """Uplink loss with a real Glance killed under edgecache, and its return.
 
 The scenario runs once (module fixture :func:`outage`) and the tests check what it saw. Each
-caller uses ONE token throughout (``OS_AUTH_TOKEN`` + ``OS_IMAGE_URL``): edgecache knows a
-caller only by its token, and a password-authenticated CLI run would get a fresh token each
-time. Glance is started again however the scenario ends.
+caller seen before the outage uses one token (``OS_AUTH_TOKEN`` + ``OS_IMAGE_URL``) throughout;
+during the outage Keystone stays up (as an edge-site Keystone would), and new tokens are issued
+for known and unknown users: edgecache (with ``[keystone]``) remembers Glance's decisions per
+identity, so a new token of a known identity keeps its access and nothing more. Glance is
+started again however the scenario ends.
 """
 
 from __future__ import annotations
@@ -57,9 +59,17 @@ class Outage:
 def _run_scenario(world: World, edgecache: EdgecacheDaemon, tmp: Path) -> Iterator[Outage]:
     stack = world.stack
     cached, uncached = world.new_image("private"), world.new_image("private")
-    token_a, token_c, unseen = get_token(world.a), get_token(world.c), get_token(world.a)
-    callers = {"a": token_a.value, "c": token_c.value, "unseen": unseen.value, "none": None}
-    callers["bogus"] = "gAAAAABnot-a-real-token"
+    token_a, token_c = get_token(world.a), get_token(world.c)
+    stranger = stack.create_user_in(world.a, "stranger-a", ["member", "reader"])  # never seen
+    demoted = stack.create_user_in(world.a, "demoted-a", ["member", "reader"])
+    callers = {
+        "a": token_a.value,
+        "c": token_c.value,
+        "reader": get_token(world.reader).value,
+        "demoted": get_token(demoted).value,
+        "none": None,
+        "bogus": "gAAAAABnot-a-real-token",
+    }
 
     def cli(seen: Observed, key: str, token: str, *args: str) -> None:
         seen.cli[key] = glance_with_token(stack, token, *args, image_url=edgecache.url, check=False)
@@ -71,10 +81,8 @@ def _run_scenario(world: World, edgecache: EdgecacheDaemon, tmp: Path) -> Iterat
         if out.exists():
             seen.files[key] = out.read_bytes()
 
-    def probe(seen: Observed, image: Image, label: str, *, skip: str = "") -> None:
-        for who, token in callers.items():
-            if who == skip:
-                continue
+    def probe(seen: Observed, image: Image, label: str, who_is: dict[str, str | None]) -> None:
+        for who, token in who_is.items():
             for kind, suffix in (("record", ""), ("file", "/file")):
                 url = f"{edgecache.url}/v2/images/{image.id}{suffix}"
                 seen.http[f"{label}:{kind}:{who}"] = http("GET", url, token, timeout=30)
@@ -84,7 +92,7 @@ def _run_scenario(world: World, edgecache: EdgecacheDaemon, tmp: Path) -> Iterat
     cli(before, "show", token_a.value, "image-show", cached.id)
     download(before, "download", token_a.value, cached)
     cli(before, "show-c", token_c.value, "image-show", cached.id)
-    probe(before, cached, "cached", skip="unseen")  # "unseen" stays unknown to edgecache
+    probe(before, cached, "cached", callers)
     assert stack.count_image_downloads(cached.id, at_least=1) == 1
 
     stack.stop_glance(kill=True)  # like a cut uplink: connections refused from now on
@@ -93,13 +101,22 @@ def _run_scenario(world: World, edgecache: EdgecacheDaemon, tmp: Path) -> Iterat
         download(during, "download", token_a.value, cached)
         cli(during, "list", token_a.value, "image-list")
         during.health = edgecache.health()
-        probe(during, cached, "cached")
+        probe(during, cached, "cached", {k: v for k, v in callers.items() if k != "demoted"})
+        stack.revoke_role(demoted, "member")
+        issued_during = {  # Keystone is up: tokens issued while Glance cannot be asked
+            "renewed": get_token(world.a).value,
+            "reader-renewed": get_token(world.reader).value,
+            "stranger": get_token(stranger).value,
+            "demoted-renewed": get_token(demoted).value,
+        }
+        probe(during, cached, "cached", issued_during)
+        download(during, "download-renewed", issued_during["renewed"], cached)
         download(during, "download-uncached", token_a.value, uncached)
         during.http["uncached:file:a"] = http(
             "GET", f"{edgecache.url}/v2/images/{uncached.id}/file", token_a, timeout=30
         )
         cli(during, "show-c", token_c.value, "image-show", cached.id)
-        cli(during, "show-unseen", unseen.value, "image-show", cached.id)
+        cli(during, "show-stranger", issued_during["stranger"], "image-show", cached.id)
         download(during, "download-c", token_c.value, cached)
     finally:
         downloads_during = {
@@ -167,18 +184,39 @@ def test_owner_is_served_from_the_cache_while_glance_is_down(outage: Outage) -> 
 
 
 def test_others_are_refused_while_glance_is_down(outage: Outage) -> None:
-    """As Glance answered them before (C: 404) or would (no/unknown token: 401); never bytes."""
+    """As Glance answered them before (C: 404, the reader: no download) or would (no or unknown
+    token: 401), and unknown identities (a user never seen, a user whose role changed) 401;
+    never bytes."""
     before, during = outage.before, outage.during
-    for who, status in (("c", 404), ("unseen", 401), ("none", 401), ("bogus", 401)):
+    expected = {
+        ("c", "record"): 404,
+        ("c", "file"): 404,
+        ("reader", "record"): 200,
+        ("reader", "file"): 403,
+        ("reader-renewed", "record"): 200,
+        ("reader-renewed", "file"): 403,
+    }
+    for who in ("c", "reader", "reader-renewed", "none", "bogus", "stranger", "demoted-renewed"):
         for kind in ("record", "file"):
+            status = expected.get((who, kind), 401)
             seen = during.http[f"cached:{kind}:{who}"]
             assert seen.status == status, (who, kind, seen.body[:200])
             assert outage.cached.data[:4096] not in seen.body
-            if who != "unseen":  # never shown to edgecache before (Glance would say 200)
+            if f"cached:{kind}:{who}" in before.http:  # what Glance answered this token before
                 assert before.http[f"cached:{kind}:{who}"].status == status, (who, kind)
-    for key in ("show-c", "show-unseen", "download-c"):
+    assert before.http["cached:file:demoted"].status == 200  # before its role was removed
+    for key in ("show-c", "show-stranger", "download-c"):
         assert during.cli[key].returncode == 1, key
     assert "download-c" not in during.files
+
+
+def test_a_token_issued_during_the_outage_keeps_its_users_access(outage: Outage) -> None:
+    during = outage.during
+    for kind in ("record", "file"):
+        assert during.http[f"cached:{kind}:renewed"].status == 200
+    assert during.http["cached:file:renewed"].body == outage.cached.data
+    _ok(during.cli["download-renewed"])
+    assert during.files["download-renewed"] == outage.cached.data
 
 
 def test_image_never_downloaded_is_503_while_glance_is_down(outage: Outage) -> None:
@@ -197,7 +235,7 @@ def test_edgecache_refusals_read_like_glances_in_the_glance_cli(outage: Outage) 
     for key, expected in (
         ("show-c", r"\b404\b"),
         ("download-c", r"\b404\b"),
-        ("show-unseen", r"^Invalid OpenStack Identity credentials\.$"),
+        ("show-stranger", r"^Invalid OpenStack Identity credentials\.$"),
         ("download-uncached", r"\b503\b"),
     ):
         stderr = outage.during.cli[key].stderr

@@ -36,12 +36,14 @@ _HEADER_END = b"\r\n\r\n"
 _CONTENT_LENGTH = re.compile(rb"(?im)^content-length:[ \t]*\d+[ \t]*$")
 _CONNECTION = re.compile(rb"(?im)^connection:[^\r\n]*\r\n")
 _READ = 1 << 16
+_DOWNLOAD_CHECK = re.compile(rb"(?im)^range:[ \t]*bytes=0-0[ \t]*\r?$")
 
 
 @dataclass(frozen=True)
 class RequestHead:
     method: str
     target: str
+    download_check: bool = False  # edgecache's one-byte GET asking Glance's download decision
 
     @property
     def path(self) -> str:
@@ -54,7 +56,8 @@ class RequestHead:
 
     @property
     def is_data(self) -> bool:
-        return self.image_id is not None and self.path.endswith("/file")
+        """A transfer of image data (not edgecache's one-byte download check)."""
+        return self.image_id is not None and self.path.endswith("/file") and not self.download_check
 
 
 @dataclass(frozen=True)
@@ -238,7 +241,11 @@ class FaultProxy:
         while data := await client_r.read(_READ):
             match = _REQUEST_LINE.match(data)
             if match:
-                head = RequestHead(match.group(1).decode(), match.group(2).decode("latin-1"))
+                head = RequestHead(
+                    match.group(1).decode(),
+                    match.group(2).decode("latin-1"),
+                    download_check=_DOWNLOAD_CHECK.search(data) is not None,
+                )
                 self.heads.append(head)
                 self.stats["requests"] += 1
                 fault = self.plan(head)

@@ -6,6 +6,7 @@ outside the cache dir is touched."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import random
 import re
@@ -17,10 +18,16 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from edgecache.app import create_app
+from edgecache.appkeys import METRICS
+from edgecache.config import Settings
 from edgecache.ranges import ByteRange, MultipleRanges, RangeNotSatisfiable, parse_range
+from edgecache.server import make_runner
+from edgecache.throttle import LINES_PER_PERIOD
 from tests.conftest import EdgecacheFactory, MiB
 from tests.fakeglance import FakeImage
 from tests.reliability.conftest import Reporter
@@ -450,3 +457,49 @@ def test_property_parse_range_is_exact_for_valid_ranges(
     last = data.draw(st.one_of(st.none(), st.integers(first, 2**62)))
     result = parse_range(f"bytes={first}-{'' if last is None else last}", size)
     assert result == ByteRange(first, size if last is None else min(last + 1, size))
+
+
+MALFORMED = [
+    b"FOO BAR\r\n\r\n",  # not a method
+    b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(32) + b"\r\n\r\n",  # TLS hello
+    b"GET / HTTP/1.1\r\nHost: x\r\nBad Header: v\r\n\r\n",  # a space in a header name
+    b"GET / HTTP/1.1\r\nX-Long: " + b"a" * 9000 + b"\r\n\r\n",  # a header line too long
+    b"GET /\x00 HTTP/1.1\r\n\r\n",  # a NUL in the target
+    b"GET / HTTP/1.1\r\nContent-Length: abc\r\n\r\n",  # a length that is not a number
+    b"GET / HTTP/9.9\r\n\r\n",  # no such version
+]
+
+
+async def test_a_flood_of_malformed_requests_is_counted_and_logged_at_a_bounded_rate(
+    glance_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture, figures: Reporter
+) -> None:
+    """The daemon's own listener (server.make_runner): aiohttp answers requests it cannot
+    parse with 400 and, left alone, logs each with a traceback at ERROR. Here each is counted
+    in edgecache_malformed_requests_total, logged as one line without a traceback, and a flood
+    writes at most LINES_PER_PERIOD lines in a period; real requests still get answers."""
+    settings = Settings(upstream=glance_url, cache_dir=tmp_path / "cache")
+    app = create_app(settings)
+    runner = make_runner(app, settings)
+    await runner.setup()
+    flood = MALFORMED * 30
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        caplog.set_level(logging.DEBUG)
+        statuses = Counter([(await exchange(port, request))[0] for request in flood])
+        healthy, _ = await exchange(port, request_bytes("GET", "/healthz", []))
+        counted = app[METRICS].registry.get_sample_value("edgecache_malformed_requests_total")
+    finally:
+        await runner.cleanup()
+    figures.note(f"{len(flood)} malformed requests: statuses {dict(statuses)}")
+    assert statuses == Counter({400: len(flood)})
+    assert healthy == 200
+    assert counted == len(flood)
+    tracebacks = [r for r in caplog.records if r.exc_info or "Traceback" in r.getMessage()]
+    assert not tracebacks, tracebacks[0].getMessage()
+    assert not [r for r in caplog.records if r.name == "aiohttp.server"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "edgecache.malformed"]
+    assert len(lines) == LINES_PER_PERIOD
+    assert all(line.startswith("answered 400 to a request from 127.0.0.1") for line in lines)
+    assert all("\n" not in line and "b'" not in line for line in lines), lines

@@ -46,6 +46,7 @@ class Soak:
         self.bytes = 0
         self.peak_rss_kib = 0
         self.rss_samples = 0
+        self.peak_upstream = 0
 
     def fail(self, what: str) -> None:
         self.error_count += 1
@@ -127,12 +128,15 @@ class Soak:
                 except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
                     self.fail(f"client {number}: {exc!r}")
 
-    async def sample_memory(self, until: float) -> None:
+    async def sample_process(self, until: float) -> None:
+        """Peak memory, and peak connections to the upstream (bounded by its two pools)."""
+        port = int(self.daemon.url.rsplit(":", 1)[1])
         while time.monotonic() < until:
             rss = self.daemon.rss_kib()
             if rss is not None:
                 self.peak_rss_kib = max(self.peak_rss_kib, rss)
                 self.rss_samples += 1
+            self.peak_upstream = max(self.peak_upstream, tcp_connections(self.daemon.pid, port)[1])
             await asyncio.sleep(0.25)  # the sampling period
 
 
@@ -149,6 +153,10 @@ async def after_clients_left(daemon: Daemon) -> tuple[int, int, int]:
             break
         await asyncio.sleep(0.05)
     return inbound, outbound, len(files)
+
+
+def _pool(metrics: dict[str, float], name: str, pool: str) -> str:
+    return f"{metrics.get(f'edgecache_upstream_pool_{name}{{pool={pool}}}', 0):.0f}"
 
 
 async def test_soak(
@@ -179,7 +187,7 @@ async def test_soak(
     soak = Soak(daemon, hot, cold)
     started = time.monotonic()
     until = started + SOAK_SECONDS
-    sampler = asyncio.create_task(soak.sample_memory(until))
+    sampler = asyncio.create_task(soak.sample_process(until))
     await asyncio.gather(*(soak.client(n, seed, tokens, until) for n in range(CLIENTS)))
     took = time.monotonic() - started
     await sampler
@@ -200,7 +208,11 @@ async def test_soak(
         f"{soak.bytes / MiB:.0f} MiB ({soak.bytes / MiB / took:.1f} MiB/s), {soak.error_count} "
         f"errors; mix {dict(soak.kinds)}; sources {dict(soak.sources)}; fills {fills:.0f}, "
         f"evictions {metrics.get('edgecache_evictions_total', 0):.0f}; peak RSS {peak_mib:.0f} "
-        f"MiB ({soak.rss_samples} samples); afterwards {inbound} client connections, "
+        f"MiB ({soak.rss_samples} samples); peak upstream connections {soak.peak_upstream} "
+        f"(waits for one: data {_pool(metrics, 'wait_seconds_count', 'data')}, metadata "
+        f"{_pool(metrics, 'wait_seconds_count', 'metadata')}; refused "
+        f"{metrics.get('edgecache_upstream_pool_refusals_total', 0):.0f}); "
+        f"afterwards {inbound} client connections, "
         f"{files_open} blob/partial files open, {outbound} pooled upstream connections; "
         f"exit {exit_code}"
     )

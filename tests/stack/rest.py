@@ -46,18 +46,20 @@ def request(
     token: str | None = None,
     json_body: Any = None,
     body: bytes | BinaryIO | None = None,
-    headers: Mapping[str, str] | None = None,
+    headers: Mapping[str, str | None] | None = None,
     expect: Collection[int] | None = None,
     timeout: float = 60.0,
 ) -> Response:
     """Send one request and read the whole answer.
 
     ``json_body`` is serialised as JSON; ``body`` is sent as is (a file object needs a
-    ``Content-Length`` in ``headers``). With ``expect``, any other status raises
-    :class:`HTTPStatusError`. Connection errors propagate as ``OSError``.
+    ``Content-Length`` in ``headers``); a header given as None is not sent (``Accept``). With
+    ``expect``, any other status raises :class:`HTTPStatusError`. Connection errors propagate
+    as ``OSError``.
     """
     parts = urlsplit(url)
-    all_headers = {"Accept": "application/json", **(headers or {})}
+    given = {"Accept": "application/json", **(headers or {})}
+    all_headers = {name: value for name, value in given.items() if value is not None}
     if token is not None:
         all_headers["X-Auth-Token"] = token
     if json_body is not None:

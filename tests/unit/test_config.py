@@ -54,6 +54,17 @@ def test_fill_memory_is_a_size_with_a_sane_default(tmp_path: Path) -> None:
     assert load_settings(config, {}).fill_memory == 96 * 2**20
 
 
+def test_connection_pools_from_toml(tmp_path: Path) -> None:
+    config = tmp_path / "edgecache.toml"
+    config.write_text(
+        '[upstream]\nurl = "http://glance:9292"\n'
+        "data_connections = 4\nmetadata_connections = 9\npool_wait = 2.5\n"
+    )
+    settings = load_settings(config, {})
+    assert (settings.data_connections, settings.metadata_connections) == (4, 9)
+    assert settings.pool_wait == 2.5
+
+
 def test_upstream_flag_is_enough() -> None:
     settings = load_settings(None, {"upstream": "https://region.example:9292/image"})
     assert settings.upstream_url == "https://region.example:9292/image"
@@ -76,6 +87,12 @@ def test_upstream_flag_is_enough() -> None:
         ('[upstream]\nurl = "http://x"\nstall_timeout = 0\n', "upstream.stall_timeout"),
         ('[upstream]\nurl = "http://x"\n[cache]\nreverify_after = -1\n', "cache.reverify_after"),
         ('[upstream]\nurl = "http://x"\nfallbacks = ["ftp://y"]\n', "upstream.fallbacks"),
+        ('[upstream]\nurl = "http://x"\ndata_connections = 0\n', "upstream.data_connections"),
+        (
+            '[upstream]\nurl = "http://x"\nmetadata_connections = 2.5\n',
+            "upstream.metadata_connections",
+        ),
+        ('[upstream]\nurl = "http://x"\npool_wait = 0\n', "upstream.pool_wait"),
         ("not toml [", "config"),
     ],
 )

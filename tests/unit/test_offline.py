@@ -296,12 +296,14 @@ def files_containing(root: Path, needles: list[bytes]) -> list[Path]:
 
 
 @pytest.mark.parametrize(
-    ("visibility", "members", "expected"),
+    ("visibility", "members", "record", "data"),
     [
-        ("private", {}, 404),
-        ("shared", {"p3": "accepted"}, 404),  # Glance would allow it, but never said so
-        ("public", {}, 200),
-        ("community", {}, 200),
+        ("private", {}, 404, 404),
+        ("shared", {"p3": "accepted"}, 404, 404),  # Glance would allow it, but never said so
+        # Without Keystone a token's roles are unknown, so whether Glance would let it
+        # download an open image it never asked about is unknown too.
+        ("public", {}, 200, 503),
+        ("community", {}, 200, 503),
     ],
 )
 async def test_offline_a_known_caller_gets_only_open_images_it_never_asked_about(
@@ -310,7 +312,8 @@ async def test_offline_a_known_caller_gets_only_open_images_it_never_asked_about
     offline_edgecache: TestClient,
     visibility: str,
     members: dict[str, str],
-    expected: int,
+    record: int,
+    data: int,
 ) -> None:
     edgecache = offline_edgecache
     owner, other = glance.add_project("p1"), glance.add_project("p3")
@@ -319,10 +322,10 @@ async def test_offline_a_known_caller_gets_only_open_images_it_never_asked_about
     assert (await status_and_body(edgecache, f"/v2/images/{image.id}/file", owner))[0] == 200
     assert (await status_and_body(edgecache, f"/v2/images/{unrelated.id}", other))[0] == 200
     await go_offline(edgecache, upstream_server)
-    for path in (f"/v2/images/{image.id}", f"/v2/images/{image.id}/file"):
-        status, body = await status_and_body(edgecache, path, other)
-        assert status == expected, path
-        assert (image.data in body) is (path.endswith("file") and expected == 200)
+    assert (await status_and_body(edgecache, f"/v2/images/{image.id}", other))[0] == record
+    status, body = await status_and_body(edgecache, f"/v2/images/{image.id}/file", other)
+    assert status == data
+    assert image.data not in body
 
 
 @pytest.fixture
