@@ -88,6 +88,7 @@ class Settings:
     cache_dir: Path = field(default_factory=default_cache_dir)
     max_size: int = 20 * 2**30
     chunk_size: int = 4 * 2**20
+    fill_memory: int = 48 * 2**20
     verify_reads: bool = True
     verify_md5: bool = False
     reverify_after: float = 60.0
@@ -224,6 +225,7 @@ TOML_KEYS: dict[str, dict[str, str]] = {
         "dir": "cache_dir",
         "max_size": "max_size",
         "chunk_size": "chunk_size",
+        "fill_memory": "fill_memory",
         "verify_reads": "verify_reads",
         "verify_md5": "verify_md5",
         "reverify_after": "reverify_after",
@@ -320,10 +322,12 @@ def _coerce(attr: str, key: str, value: Any) -> dict[str, Any]:
         return {attr: value}
     if attr in ("cache_dir", "admin_socket_path"):
         return {attr: Path(str(value)).expanduser()}
-    if attr in ("max_size", "chunk_size"):
+    if attr in ("max_size", "chunk_size", "fill_memory"):
         size = parse_size(value, key)
         if attr == "chunk_size" and not 64 * 2**10 <= size <= 256 * 2**20:
             raise ConfigError(key, "must be between 64KiB and 256MiB")
+        if attr == "fill_memory" and size < 2**20:
+            raise ConfigError(key, f"must be at least 1MiB, got {value!r}")
         return {attr: size}
     if attr in ("verify_reads", "verify_md5"):
         if not isinstance(value, bool):

@@ -141,6 +141,16 @@ class Metrics:
         self.fill_resumes = Counter(
             "edgecache_fill_resumes", "Upstream streams resumed with a Range request", registry=r
         )
+        self.fill_memory = Gauge(
+            "edgecache_fill_memory_bytes",
+            "Bytes all fills together hold in memory (received, not yet written and hashed)",
+            registry=r,
+        )
+        self.fill_memory_limit = Gauge(
+            "edgecache_fill_memory_limit_bytes",
+            "The budget for those bytes ([cache] fill_memory); fills wait for room beyond it",
+            registry=r,
+        )
         self.verification_failures = Counter(
             "edgecache_verification_failures",
             "Fills whose size or checksum did not match Glance's",

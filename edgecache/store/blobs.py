@@ -4,9 +4,8 @@
     <cache_dir>/blobs/<id>           a verified copy, named in the index
     <cache_dir>/quarantine/<id>.<t>  a copy whose chunk hashes stopped matching
 
-A copy becomes visible by fsync, rename, fsync of the directory, then the index row; so after a
-crash at any moment a file in blobs/ without a row, or a row without its file, is an orphan that
-`reconcile` removes.
+Only the steps live here; their order, and who may take them when, is the rule in
+`edgecache.store` (carried out by `edgecache.store.transitions`).
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from edgecache.store.digests import CHUNK_DIGEST_SIZE, file_chunk_digest
-from edgecache.store.index import BlobEntry, Index
+from edgecache.store.index import BlobEntry
 
 log = logging.getLogger(__name__)
 
@@ -43,31 +42,25 @@ class BlobStore:
         self.index_path = root / "index.sqlite"
         self._readers: Counter[str] = Counter()
 
-    def prepare(self) -> None:
-        """Create the layout and drop partial fills left by a previous process."""
+    def make_layout(self) -> None:
         for directory in (self.blobs_dir, self.incoming_dir, self.quarantine_dir):
             directory.mkdir(parents=True, exist_ok=True)
+
+    def drop_partials(self) -> None:
+        """Drop the partial fills a previous process left (never served after a restart)."""
         for stale in self.incoming_dir.iterdir():
             log.info("discarding unfinished fill %s from a previous run", stale.name)
             stale.unlink(missing_ok=True)
 
-    async def reconcile(self, index: Index) -> None:
-        """Make index and files agree: drop rows without a whole file and files without a row."""
-        entries = {entry.image_id: entry for entry in await index.all()}
-        for image_id, entry in entries.items():
-            path = self.blob_path(image_id)
-            try:
-                size = path.stat().st_size
-            except FileNotFoundError:
-                size = -1
-            if size != entry.size:
-                log.warning("index names %s but its file is missing or wrong; dropping", image_id)
-                await index.remove(image_id)
-                path.unlink(missing_ok=True)
-        for path in self.blobs_dir.iterdir():
-            if path.name not in entries:
-                log.info("removing %s: not committed to the index", path.name)
-                path.unlink(missing_ok=True)
+    def stored_size(self, image_id: str) -> int | None:
+        """The size of an image's stored file, None if there is none."""
+        try:
+            return self.blob_path(image_id).stat().st_size
+        except FileNotFoundError:
+            return None
+
+    def blob_names(self) -> list[str]:
+        return [path.name for path in self.blobs_dir.iterdir()]
 
     def blob_path(self, image_id: str) -> Path:
         return self.blobs_dir / image_id
@@ -75,20 +68,31 @@ class BlobStore:
     def partial_path(self, image_id: str) -> Path:
         return self.incoming_dir / f"{image_id}.part"
 
-    def commit(self, image_id: str, fd: int) -> None:
-        """Make a finished partial file durable and move it into place (blocking)."""
+    @staticmethod
+    def make_durable(fd: int) -> None:
         os.fsync(fd)
+
+    def move_into_place(self, image_id: str) -> None:
+        """Rename a finished partial file to its image's copy, durably (blocking)."""
         os.replace(self.partial_path(image_id), self.blob_path(image_id))
         _fsync_dir(self.blobs_dir)
 
     def delete(self, image_id: str) -> None:
         self.blob_path(image_id).unlink(missing_ok=True)
 
+    def delete_partial(self, image_id: str) -> None:
+        self.partial_path(image_id).unlink(missing_ok=True)
+
     def quarantine(self, image_id: str) -> None:
         target = self.quarantine_dir / f"{image_id}.{int(time.time())}"
         with contextlib.suppress(FileNotFoundError):
             os.replace(self.blob_path(image_id), target)
-            log.error("quarantined corrupt copy of %s as %s", image_id, target)
+            log.error(
+                "The stored copy of image %s no longer matches its hashes; it was moved to %s "
+                "and will be fetched again from Glance.",
+                image_id,
+                target,
+            )
 
     @contextlib.contextmanager
     def reading(self, image_id: str) -> Iterator[None]:

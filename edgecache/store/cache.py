@@ -18,9 +18,11 @@ from edgecache.ranges import ByteRange
 from edgecache.store.blobs import BlobCorrupt, BlobStore, verify_chunk
 from edgecache.store.evict import Evictor
 from edgecache.store.fill import Fill, FillManager
+from edgecache.store.fillmemory import FillMemory
 from edgecache.store.index import BlobEntry, Index
 from edgecache.store.recent import RecentlyVerified
 from edgecache.store.source import SourcePicker
+from edgecache.store.transitions import Transitions
 
 log = logging.getLogger(__name__)
 
@@ -38,17 +40,20 @@ class ImageCache:
         evictor: Evictor,
         fills: FillManager,
         metrics: Metrics,
-        executors: tuple[ThreadPoolExecutor, ThreadPoolExecutor],
+        executors: tuple[ThreadPoolExecutor, ...],
         recent: RecentlyVerified,
+        transitions: Transitions,
     ) -> None:
-        """`executors`: for reads and housekeeping, and for fills."""
+        """`executors`: the first for reads and housekeeping; all are shut down at close."""
         self.settings = settings
         self.store = store
         self.index = index
+        self.transitions = transitions
         self.evictor = evictor
         self.fills = fills
         self._metrics = metrics
-        self._executor, self._fill_executor = executors
+        self._executor = executors[0]
+        self._executors = executors
         self._recent = recent
 
     @classmethod
@@ -59,25 +64,30 @@ class ImageCache:
         # Fills get threads of their own: their lanes keep a thread while bytes keep coming,
         # and the chunk checks of hits must never queue behind them.
         fill_executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="edgecache-fill")
+        # And so do changes of stored copies (fsync, rename, unlink): a fill's commit and an
+        # eviction, which a waiting request needs done, never queue behind either.
+        store_executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="edgecache-store")
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(executor, store.prepare)
+        await loop.run_in_executor(executor, store.make_layout)
         index = await Index.open(store.index_path)
-        await store.reconcile(index)
+        transitions = Transitions(store=store, index=index, executor=store_executor)
+        await transitions.recover()
         recent = RecentlyVerified(settings.reverify_after)
         evictor = Evictor(
             max_size=settings.max_size,
             index=index,
             store=store,
+            transitions=transitions,
             metrics=metrics,
-            executor=executor,
         )
         fills = FillManager(
             store=store,
-            index=index,
+            transitions=transitions,
             sources=sources,
             evictor=evictor,
             metrics=metrics,
             executor=fill_executor,
+            memory=FillMemory(settings.fill_memory, metrics.fill_memory),
             chunk_size=settings.chunk_size,
             stall_timeout=settings.stall_timeout,
             verify_md5=settings.verify_md5,
@@ -90,15 +100,17 @@ class ImageCache:
             evictor=evictor,
             fills=fills,
             metrics=metrics,
-            executors=(executor, fill_executor),
+            executors=(executor, fill_executor, store_executor),
             recent=recent,
+            transitions=transitions,
         )
 
     async def close(self) -> None:
         await self.fills.close()
+        await self.transitions.settle()
         await self.index.close()
-        self._executor.shutdown(wait=True)
-        self._fill_executor.shutdown(wait=True)
+        for executor in self._executors:
+            executor.shutdown(wait=True)
 
     async def lookup(self, image: ImageRecord) -> BlobEntry | None:
         """The verified copy of exactly this image, if one is stored."""
@@ -108,8 +120,12 @@ class ImageCache:
         if entry.size != image.size or (
             entry.hash_value != image.hash_value or entry.checksum != image.checksum
         ):
-            log.warning("stored copy of %s no longer matches Glance's record; dropping", image.id)
-            await self.evictor.remove(image.id)
+            log.warning(
+                "The stored copy of image %s no longer matches Glance's record of it; it is "
+                "dropped and the image fetched again.",
+                image.id,
+            )
+            await self.evictor.remove(image.id, generation=entry.generation)
             return None
         return entry
 
@@ -169,8 +185,7 @@ class ImageCache:
                 position = end
         except BlobCorrupt:
             self._metrics.corrupt_blobs.inc()
-            await self.index.remove(entry.image_id)
-            self.store.quarantine(entry.image_id)
+            await self.transitions.quarantine(entry)
             raise
         finally:
             for _, job in checks:
@@ -192,6 +207,7 @@ class ImageCache:
         self._metrics.cache_size.set(size)
         self._metrics.cached_images.set(count)
         self._metrics.cache_capacity.set(self.settings.max_size)
+        self._metrics.fill_memory_limit.set(self.settings.fill_memory)
 
     async def record_hit(self, image_id: str) -> None:
         await self.index.record_hit(image_id)

@@ -1,7 +1,8 @@
 """Size-capped LRU eviction; space for a fill is reserved before it starts.
 
 Blobs being read are skipped (the blob store counts readers) and fills are not in the index
-until committed, so neither can be evicted.
+until committed, so neither can be evicted. Copies are removed through `Transitions`, like
+every other change of a copy.
 """
 
 from __future__ import annotations
@@ -9,11 +10,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
-from concurrent.futures import Executor
 
 from edgecache.metrics import Metrics
 from edgecache.store.blobs import BlobStore
 from edgecache.store.index import Index
+from edgecache.store.transitions import Transitions
 
 log = logging.getLogger(__name__)
 
@@ -22,13 +23,19 @@ DISK_HEADROOM = 64 << 20  # kept free for the index and its write-ahead log
 
 class Evictor:
     def __init__(
-        self, *, max_size: int, index: Index, store: BlobStore, metrics: Metrics, executor: Executor
+        self,
+        *,
+        max_size: int,
+        index: Index,
+        store: BlobStore,
+        transitions: Transitions,
+        metrics: Metrics,
     ) -> None:
         self.max_size = max_size
         self._index = index
         self._store = store
+        self._transitions = transitions
         self._metrics = metrics
-        self._executor = executor
         self._reserved: dict[str, int] = {}
         self._lock = asyncio.Lock()
 
@@ -64,13 +71,14 @@ class Evictor:
                 return 0, 0
             return await self._evict(excess)
 
-    async def remove(self, image_id: str) -> bool:
-        """Drop one blob on request (admin); refused while it is being read."""
+    async def remove(self, image_id: str, generation: int | None = None) -> bool:
+        """Drop one copy (an admin's request, or one Glance no longer vouches for); refused
+        while it is being read. With `generation`, only that copy: not a newer one."""
         async with self._lock:
-            if self._store.in_use(image_id) or await self._index.get(image_id) is None:
-                return False
-            await self._drop(image_id)
-            return True
+            dropped = await self._transitions.drop(
+                image_id, generation=generation, unless_read=True
+            )
+            return dropped is not None
 
     async def _evict(self, wanted: int, all_or_nothing: bool = False) -> tuple[int, int]:
         """Drop unread copies, least recently used first, until `wanted` bytes are freed.
@@ -86,20 +94,15 @@ class Evictor:
         if all_or_nothing and sum(size for _, size in candidates) < wanted:
             return 0, 0
         files = freed = 0
-        for image_id, size in candidates:
+        for image_id, _ in candidates:
             if freed >= wanted:
                 break
-            await self._drop(image_id)
+            dropped = await self._transitions.drop(image_id, unless_read=True)
+            if dropped is None:  # a reader came meanwhile
+                continue
             self._metrics.evictions.inc()
-            self._metrics.evicted_bytes.inc(size)
-            log.info("evicted image %s (%d bytes) to stay under max_size", image_id, size)
+            self._metrics.evicted_bytes.inc(dropped.size)
+            log.info("evicted image %s (%d bytes) to stay under max_size", image_id, dropped.size)
             files += 1
-            freed += size
+            freed += dropped.size
         return files, freed
-
-    async def _drop(self, image_id: str) -> None:
-        # Row first: a crash in between leaves an orphan file, which start-up removes.
-        await self._index.remove(image_id)
-        await asyncio.get_running_loop().run_in_executor(
-            self._executor, self._store.delete, image_id
-        )

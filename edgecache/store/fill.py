@@ -31,13 +31,16 @@ from tenacity import (
 
 from edgecache.images import ImageRecord
 from edgecache.metrics import Metrics
+from edgecache.singleflight import SingleFlight
 from edgecache.store.blobs import BlobStore
 from edgecache.store.digests import CHUNK_DIGEST_SIZE, ChunkHasher, ImageDigest
 from edgecache.store.evict import Evictor
-from edgecache.store.index import BlobEntry, Index
+from edgecache.store.fillmemory import FillMemory
+from edgecache.store.index import BlobEntry
 from edgecache.store.lanes import Lanes, LaneStopped
 from edgecache.store.recent import RecentlyVerified
 from edgecache.store.source import REGION, ByteSource, SourceLost, SourcePicker
+from edgecache.store.transitions import Transitions
 from edgecache.upstream import TRANSIENT_ERRORS
 
 log = logging.getLogger(__name__)
@@ -63,8 +66,11 @@ class UpstreamRefused(Exception):
 # cost little against hashing), and how many such batches a fill may have in its lanes: a
 # fill holds at most (LANE_DEPTH + 1) * BATCH_SIZE. A depth of 4 filled no faster than 2 (cold
 # fill 0.92x nginx either way) and raised the peak RSS of the 32-stream run from 61 to 76 MiB.
+# All fills together hold no more than the FillMemory budget; they take bytes from their
+# connections at most PIECE_SIZE at a time, after taking room for them from the budget.
 BATCH_SIZE = 4 * 2**20
 LANE_DEPTH = 2
+PIECE_SIZE = 256 * 2**10
 
 RESUMABLE_ERRORS: tuple[type[BaseException], ...] = (
     *TRANSIENT_ERRORS,
@@ -210,27 +216,30 @@ class FillManager:
         self,
         *,
         store: BlobStore,
-        index: Index,
+        transitions: Transitions,
         sources: SourcePicker,
         evictor: Evictor,
         metrics: Metrics,
         executor: Executor,
+        memory: FillMemory,
         chunk_size: int,
         stall_timeout: float,
         verify_md5: bool,
         recent: RecentlyVerified,
     ) -> None:
         self._store = store
-        self._index = index
+        self._transitions = transitions
         self._sources = sources
         self._evictor = evictor
         self._metrics = metrics
         self._executor = executor
+        self._memory = memory
         self._chunk_size = chunk_size
         self._stall_timeout = stall_timeout
         self._verify_md5 = verify_md5
         self._recent = recent
         self._fills: dict[str, Fill] = {}
+        self._starts: SingleFlight[str, None] = SingleFlight()
         self._tasks: set[asyncio.Task[None]] = set()
 
     def current(self, image_id: str) -> Fill | None:
@@ -240,15 +249,20 @@ class FillManager:
         return list(self._fills)
 
     async def start(self, image: ImageRecord, identity: Mapping[str, str]) -> Fill | None:
-        """The running fill for `image`, a new one, or None if it cannot be cached now."""
+        """The running fill for `image`, a new one, or None if it cannot be cached now.
+
+        Requests that miss the same image while its fill waits for room share that one start:
+        each starting its own would, after the wait, fetch again an image just stored.
+        """
         if (fill := self._fills.get(image.id)) is not None:
             return fill
+        await self._starts.run(image.id, lambda: self._start(image, identity))
+        return self._fills.get(image.id)
+
+    async def _start(self, image: ImageRecord, identity: Mapping[str, str]) -> None:
         assert image.size is not None
         if not await self._evictor.reserve(image.id, image.size):
-            return None
-        if (fill := self._fills.get(image.id)) is not None:
-            self._evictor.release(image.id)
-            return fill
+            return
         path = self._store.partial_path(image.id)
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o640)
@@ -256,7 +270,7 @@ class FillManager:
             log.warning("cannot start a fill of %s: %s", image.id, exc)
             self._evictor.release(image.id)
             path.unlink(missing_ok=True)
-            return None
+            return
         fill = Fill(image, image.size, fd, self._chunk_size, self._executor, self._verify_md5)
         self._fills[image.id] = fill
         task = asyncio.create_task(self._run(fill, dict(identity)), name=f"fill-{image.id}")
@@ -264,7 +278,6 @@ class FillManager:
         task.add_done_callback(self._tasks.discard)
         self._metrics.fills_started.inc()
         self._metrics.fills_in_progress.inc()
-        return fill
 
     async def close(self) -> None:
         for task in list(self._tasks):
@@ -281,11 +294,11 @@ class FillManager:
             if problem is not None:
                 self._metrics.verification_failures.inc()
                 raise FillFailed(f"image {image_id} failed verification: {problem}")
-            await loop.run_in_executor(self._executor, self._store.commit, image_id, fill.fd)
             chunk_digests = fill.chunk_digests()
-            self._recent.record_copy(fill.fd, len(chunk_digests) // CHUNK_DIGEST_SIZE)
+            # The fill's own file: made durable on its own threads, before the image's lock.
+            await loop.run_in_executor(self._executor, self._store.make_durable, fill.fd)
             now = time.time()
-            await self._index.add(
+            await self._transitions.commit(
                 BlobEntry(
                     image_id=image_id,
                     size=fill.size,
@@ -296,8 +309,9 @@ class FillManager:
                     chunk_digests=chunk_digests,
                     created_at=now,
                     last_access=now,
-                )
+                ),
             )
+            self._recent.record_copy(fill.fd, len(chunk_digests) // CHUNK_DIGEST_SIZE)
             fill.succeed()
             self._metrics.fills.labels("completed").inc()
             log.info(
@@ -307,14 +321,19 @@ class FillManager:
                 time.monotonic() - started,
             )
         except BaseException as exc:
-            fill.fail(exc)
-            self._metrics.fills.labels("failed").inc()
-            self._store.partial_path(image_id).unlink(missing_ok=True)
-            if not fill.verified:  # renamed into place, but the index never took it
-                self._store.delete(image_id)
+            try:  # before the readers hear of it: they may ask again at once
+                await self._transitions.discard_partial(image_id)
+            finally:
+                fill.fail(exc)
+                self._metrics.fills.labels("failed").inc()
             if isinstance(exc, asyncio.CancelledError):
                 raise
-            log.warning("fill of image %s abandoned: %s", image_id, exc)
+            log.warning(
+                "The fill of image %s was abandoned (%s); its transfers were aborted, and the "
+                "next request for it starts a new one.",
+                image_id,
+                exc,
+            )
         finally:
             del self._fills[image_id]
             self._evictor.release(image_id)
@@ -365,13 +384,14 @@ class FillManager:
             if source.kind == REGION
             else self._metrics.sibling_bytes_fetched
         )
-        intake = _Intake(fill, BATCH_SIZE, LANE_DEPTH)
+        intake = _Intake(fill, self._memory, BATCH_SIZE, LANE_DEPTH)
         try:
             async with source.image_data(fill.image.id, identity, offset) as response:
                 skip = self._bytes_to_skip(response, offset)
-                async for piece in response.content.iter_any():
+                while piece := await intake.receive(response.content):
                     if skip:
                         dropped = min(skip, len(piece))
+                        intake.forget(dropped)
                         piece, skip = piece[dropped:], skip - dropped
                         if not piece:
                             continue
@@ -404,11 +424,13 @@ class _Intake:
     A batch goes to the lanes at once when the file's writer is idle, so the first bytes reach
     readers without delay, and gathers up to `batch_size` while it is busy, so a large image
     costs few thread hand-overs. At most `depth` batches are in the lanes and one is gathered,
-    which bounds the memory a fill holds.
+    which bounds the memory a fill holds; every byte received counts against the budget of all
+    fills until its batch has been through every lane.
     """
 
-    def __init__(self, fill: Fill, batch_size: int, depth: int) -> None:
+    def __init__(self, fill: Fill, memory: FillMemory, batch_size: int, depth: int) -> None:
         self._fill = fill
+        self._memory = memory
         self._batch_size = batch_size
         self._depth = depth
         self._received = fill.written
@@ -416,8 +438,24 @@ class _Intake:
         self._pending_size = 0
         self._in_lanes: deque[asyncio.Future[list[None]]] = deque()
 
+    async def receive(self, stream: aiohttp.StreamReader) -> bytes:
+        """The next piece of the upstream's answer (b"" at its end), counted in the budget
+        from now on: `add` it, or `forget` what is not kept."""
+        await self._memory.take(PIECE_SIZE)
+        try:
+            piece = await stream.read(PIECE_SIZE)
+        except BaseException:
+            self._memory.give_back(PIECE_SIZE)
+            raise
+        self._memory.give_back(PIECE_SIZE - len(piece))
+        return piece
+
+    def forget(self, size: int) -> None:
+        self._memory.give_back(size)
+
     async def add(self, piece: bytes) -> None:
         if self._received + len(piece) > self._fill.size:
+            self.forget(len(piece))
             raise FillFailed(f"upstream sent more than {self._fill.size} bytes")
         self._received += len(piece)
         self._fill.last_progress = time.monotonic()
@@ -439,9 +477,11 @@ class _Intake:
                 raise outcome
 
     def _hand_over(self) -> None:
-        batch, self._pending, self._pending_size = self._pending, [], 0
+        batch, size = self._pending, self._pending_size
+        self._pending, self._pending_size = [], 0
         written, processed = self._fill.absorb(batch)
         written.add_done_callback(self._writer_free)
+        processed.add_done_callback(lambda _: self._memory.give_back(size))
         self._in_lanes.append(processed)
 
     def _writer_free(self, written: asyncio.Future[None]) -> None:

@@ -5,9 +5,10 @@ the index never names an unverified copy. WAL with synchronous=NORMAL: a power c
 newest rows, which only turns their files into orphans that start-up removes.
 
 The rows are also kept in memory, so the lookup every data request makes, and the size
-checks of eviction, never wait for the database thread (which, under load, waits for the
-interpreter lock behind the event loop). Hit counts and access times are written to the
-database only; `all()` and `eviction_order()` read them from there.
+checks and the order of eviction (which every fill's reservation waits for under the evictor's
+lock), never wait for the database thread (which, under load, waits for the interpreter lock
+behind the event loop). Hit counts and access times are written to the database now and then;
+`all()` reads them from there, `eviction_order()` from memory.
 """
 
 from __future__ import annotations
@@ -60,6 +61,9 @@ class BlobEntry:
     last_access: float
     hits: int = 0
     pinned: bool = False
+    # Which commit of this image made the copy (in this process; 0 for copies found at
+    # start-up): a late step decided about one copy must not touch a newer one.
+    generation: int = 0
 
 
 def _entry(row: Iterable[object]) -> BlobEntry:
@@ -92,13 +96,20 @@ class Index:
         await self._db.close()
 
     async def get(self, image_id: str) -> BlobEntry | None:
-        """The stored copy of an image (its hits and last access as of when it was added)."""
+        """The stored copy of an image (its hits and last access as of the last flush)."""
         return self._entries.get(image_id)
 
     async def all(self) -> list[BlobEntry]:
+        """Every copy, least recently used first (a row being added or removed right now may
+        be left out)."""
         await self.flush_hits()
         rows = await self._db.fetch_all(f"SELECT {_COLUMNS} FROM blobs ORDER BY last_access")
-        return [_entry(row) for row in rows]
+        entries = (_entry(row) for row in rows)
+        return [
+            dataclasses.replace(entry, generation=known.generation)
+            for entry in entries
+            if (known := self._entries.get(entry.image_id)) is not None
+        ]
 
     async def add(self, entry: BlobEntry) -> None:
         await self._db.write(
@@ -133,6 +144,11 @@ class Index:
 
     async def flush_hits(self) -> None:
         pending, self._hits = self._hits, {}
+        for image_id, (count, when) in pending.items():  # memory first: eviction reads it
+            if (entry := self._entries.get(image_id)) is not None:
+                self._entries[image_id] = dataclasses.replace(
+                    entry, hits=entry.hits + count, last_access=max(entry.last_access, when)
+                )
         if pending:
             await self._db.write_many(
                 "UPDATE blobs SET hits = hits + ?, last_access = MAX(last_access, ?)"
@@ -142,13 +158,13 @@ class Index:
 
     async def set_pinned(self, image_id: str, pinned: bool) -> bool:
         """Protect a copy from eviction (or stop protecting it); False if it is not stored."""
-        if (entry := self._entries.get(image_id)) is None:
+        if image_id not in self._entries:
             return False
         await self._db.write(
             "UPDATE blobs SET pinned = ? WHERE image_id = ?", (int(pinned), image_id)
         )
-        if image_id in self._entries:
-            self._entries[image_id] = dataclasses.replace(entry, pinned=pinned)
+        if (current := self._entries.get(image_id)) is not None:  # a newer copy, maybe
+            self._entries[image_id] = dataclasses.replace(current, pinned=pinned)
         return True
 
     async def stats(self) -> tuple[int, int]:
@@ -160,8 +176,10 @@ class Index:
 
     async def eviction_order(self) -> list[tuple[str, int]]:
         """Unpinned blobs, least recently used first."""
-        await self.flush_hits()
-        rows = await self._db.fetch_all(
-            "SELECT image_id, size FROM blobs WHERE pinned = 0 ORDER BY last_access, image_id"
-        )
-        return [(str(r[0]), int(r[1])) for r in rows]
+        unpinned = [entry for entry in self._entries.values() if not entry.pinned]
+        unpinned.sort(key=lambda entry: (self._last_access(entry), entry.image_id))
+        return [(entry.image_id, entry.size) for entry in unpinned]
+
+    def _last_access(self, entry: BlobEntry) -> float:
+        pending = self._hits.get(entry.image_id)
+        return max(entry.last_access, pending[1]) if pending else entry.last_access

@@ -48,6 +48,13 @@ def test_toml_then_flags(tmp_path: Path) -> None:
     assert str(settings.cache_dir) == "/var/cache/x"
 
 
+def test_fill_memory_is_a_size_with_a_sane_default(tmp_path: Path) -> None:
+    assert load_settings(None, {"upstream": "http://x"}).fill_memory == 48 * 2**20
+    config = tmp_path / "edgecache.toml"
+    config.write_text('[upstream]\nurl = "http://x"\n[cache]\nfill_memory = "96MiB"\n')
+    assert load_settings(config, {}).fill_memory == 96 * 2**20
+
+
 def test_connection_pools_from_toml(tmp_path: Path) -> None:
     config = tmp_path / "edgecache.toml"
     config.write_text(
@@ -71,6 +78,8 @@ def test_upstream_flag_is_enough() -> None:
         ('[upstream]\nurl = "ftp://x"\n', "upstream.url"),
         ('[upstream]\nurl = "http://x"\n[cache]\nmax_size = "big"\n', "cache.max_size"),
         ('[upstream]\nurl = "http://x"\n[cache]\nchunk_size = "1KiB"\n', "cache.chunk_size"),
+        ('[upstream]\nurl = "http://x"\n[cache]\nfill_memory = "512KiB"\n', "cache.fill_memory"),
+        ('[upstream]\nurl = "http://x"\n[cache]\nfill_memory = "lots"\n', "cache.fill_memory"),
         ('[upstream]\nurl = "http://x"\n[server]\nlisten = "nowhere"\n', "server.listen"),
         ('[upstream]\nurl = "http://x"\ncolour = "blue"\n', "upstream.colour"),
         ('[upstream]\nurl = "http://x"\n[cash]\n', "cash"),
