@@ -86,12 +86,16 @@ def slow_sibling(askers: int, first_asked: asyncio.Event) -> web.Application:
     return app
 
 
+@pytest.mark.parametrize("first", ["earlier", "later"])
 async def test_two_nodes_missing_an_image_at_once_fetch_it_from_the_region_once(
     glance: FakeGlance,
     upstream_server: UpstreamServer,
     spawn_edgecache: SpawnEdgecache,
     tmp_path: Path,
+    first: str,
 ) -> None:
+    """Whichever node of the two (earlier or later in peers) misses first, the other misses
+    while it is still choosing its source; the later one takes the image from the earlier."""
     token = glance.add_project("p1")
     image = glance.add_image(random_bytes(2 * MiB), owner="p1")
     first_asked = asyncio.Event()
@@ -110,13 +114,14 @@ async def test_two_nodes_missing_an_image_at_once_fetch_it_from_the_region_once(
                 upstream_server.url, tmp_path / f"node{number}", "--config", str(config), port=port
             )
             urls.append(url)
-        # The later node in peers misses first and asks the earlier one, which has not started
-        # yet; then the earlier one misses, while the later one is still choosing.
-        later = asyncio.create_task(download(urls[1], image, token))
+        # The first node's look-ups wait at the slow sibling while the second one misses.
+        earlier, later = urls
+        first_url, second_url = (earlier, later) if first == "earlier" else (later, earlier)
+        first_download = asyncio.create_task(download(first_url, image, token))
         await first_asked.wait()
-        assert await download(urls[0], image, token) == image.data
-        assert await later == image.data
+        assert await download(second_url, image, token) == image.data
+        assert await first_download == image.data
         assert glance.data_requests[image.id] == 1
-        assert await metric(urls[1], "edgecache_sibling_fetched_bytes_total") == len(image.data)
+        assert await metric(later, "edgecache_sibling_fetched_bytes_total") == len(image.data)
     finally:
         await runner.cleanup()
