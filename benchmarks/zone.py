@@ -54,7 +54,7 @@ def _ip(*args: str) -> None:
 
 
 @contextmanager
-def shaped_zone(rate: str) -> Iterator[Zone]:
+def shaped_zone(rate: str, queue: str) -> Iterator[Zone]:
     """The namespaces, bridge and shaped veth pairs; removed on the way out."""
     zone = Zone(f"ecz{os.getpid()}")
     members = {"region": REGION_ADDRESS, **NODE_ADDRESSES}
@@ -86,11 +86,15 @@ def shaped_zone(rate: str) -> Iterator[Zone]:
             _ip("-n", front, "link", "set", port, "master", "br0", "up")
             _ip("-n", zone.ns(name), "addr", "add", f"{address}/24", "dev", "eth0")
             _ip("-n", zone.ns(name), "link", "set", "eth0", "up")
+            tc = ["tc", "-n", zone.ns(name), "qdisc", "add", "dev", "eth0"]
             subprocess.run(
-                ["tc", "-n", zone.ns(name), "qdisc", "add", "dev", "eth0", "root",
-                 "tbf", "rate", rate, "burst", "256kb", "latency", "100ms"],
+                [*tc, "root", "handle", "1:", "tbf", "rate", rate, "burst", "256kb",
+                 "latency", queue],
                 check=True,
             )  # fmt: skip
+            # Bands by ToS within the rate, as a default Linux queue has them (the kernel here
+            # may lack fq_codel): edgecache marks the connections its fills use low-delay.
+            subprocess.run([*tc, "parent", "1:1", "handle", "10:", "pfifo_fast"], check=True)
         yield zone
     finally:
         for name in made:  # a namespace's veth ends go with it
@@ -229,6 +233,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--size", default="64MiB", help="the image's size (default 64MiB)")
     parser.add_argument("--rate", default="400mbit", help="each link's rate, as tc writes it")
+    parser.add_argument(
+        "--queue",
+        default="100ms",
+        help="how long a packet may wait in a link's queue (tbf latency; default 100ms)",
+    )
     parser.add_argument("--clients", type=int, default=24)
     parser.add_argument("--out", type=Path, help="also write the figures here (JSON)")
     args = parser.parse_args(argv)
@@ -243,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     with ExitStack() as exits:
         workdir = Path(tempfile.mkdtemp(prefix="bench-zone-", dir="/tmp"))
         exits.callback(shutil.rmtree, workdir, ignore_errors=True)
-        zone = exits.enter_context(shaped_zone(args.rate))
+        zone = exits.enter_context(shaped_zone(args.rate, args.queue))
         region_processes = Processes(zone, workdir)
         exits.callback(region_processes.stop_all)
         region = _region(region_processes, workdir, args.size)
@@ -256,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"--- {log.name}\n{log.read_text(errors='replace')[-2000:]}", file=sys.stderr)
             return 1
     print(f"zone scenario: {args.clients} clients, one cold {args.size / 2**20:.0f} MiB image, "
-          f"3 nodes, every link {args.rate}")  # fmt: skip
+          f"3 nodes, every link {args.rate} with a {args.queue} queue")  # fmt: skip
     print(report(today, zoned))
     if args.out is not None:
         args.out.write_text(json.dumps({"today": today, "zone": zoned}, indent=2))

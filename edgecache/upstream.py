@@ -27,6 +27,7 @@ from multidict import CIMultiDictProxy
 
 from edgecache.config import Settings
 from edgecache.headers import OWN_USER_AGENT
+from edgecache.lowdelay import low_delay_socket
 from edgecache.metrics import Metrics
 from edgecache.pools import DATA_POOL, METADATA_POOL, ConnectionPool, PoolExhausted
 from edgecache.tls import ClientTls, client_context, warn_if_unverified
@@ -59,7 +60,9 @@ _DATA_SUFFIXES = ("/file", "/stage")
 def build_connector(limit: int, ssl_context: ssl.SSLContext) -> aiohttp.TCPConnector:
     """A connector to the upstream that opens at most `limit` connections at once, with the
     [upstream] TLS settings (tls.py)."""
-    return aiohttp.TCPConnector(limit=limit, ttl_dns_cache=60, ssl=ssl_context)
+    return aiohttp.TCPConnector(
+        limit=limit, ttl_dns_cache=60, ssl=ssl_context, socket_factory=low_delay_socket
+    )
 
 
 def pool_for(path_qs: str) -> str:

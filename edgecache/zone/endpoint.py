@@ -20,6 +20,7 @@ from edgecache.appkeys import CACHE, METRICS, SETTINGS, SIBLINGS
 from edgecache.authorization.recall import refusal
 from edgecache.config import Settings
 from edgecache.images import is_image_id
+from edgecache.lowdelay import mark_low_delay
 from edgecache.ranges import ByteRange, MultipleRanges, RangeNotSatisfiable, parse_range
 from edgecache.store.blobs import BlobCorrupt
 from edgecache.store.fill import Fill, FillFailed
@@ -92,6 +93,12 @@ def _asker_waits_for_me(request: web.Request, settings: Settings) -> bool:
     return asker in peers and peers.index(asker) > peers.index(settings.zone_self)
 
 
+def _ahead_of_clients(request: web.Request) -> None:
+    """A sibling's fill feeds all its clients: its bytes go first on this node's link."""
+    if request.transport is not None:
+        mark_low_delay(request.transport.get_extra_info("socket"))
+
+
 def _not_here(request: web.Request, image_id: str) -> web.Response:
     return to_response(
         request, refusal(404, f"This node has no copy of image {image_id} and is not filling it.")
@@ -127,6 +134,7 @@ async def _serve_fill(request: web.Request, fill: Fill, depth: int) -> web.Strea
     response = _response(fill.size, wanted, FILLING, depth)
     if request.method == "HEAD":
         return response
+    _ahead_of_clients(request)
     sent = wanted.start
     with fill.open_reader() as partial:
         await response.prepare(request)
@@ -158,6 +166,7 @@ async def _serve_stored(request: web.Request, entry: BlobEntry) -> web.StreamRes
         blob = cache.open_blob(entry)
     except FileNotFoundError:
         return None
+    _ahead_of_clients(request)
     with blob, cache.store.reading(entry.image_id):
         spans = cache.verified_spans(blob, entry, wanted, cache.settings.verify_reads)
         try:

@@ -13,6 +13,7 @@ import aiohttp
 from edgecache.config import Settings
 from edgecache.headers import OWN_USER_AGENT
 from edgecache.images import ImageRecord
+from edgecache.lowdelay import low_delay_socket
 from edgecache.metrics import Metrics
 from edgecache.store.source import SIBLING, ByteSource, RegionSource, SourceLost
 from edgecache.zone.protocol import (
@@ -64,7 +65,10 @@ class Siblings:
         self._turned_away: dict[str, set[str]] = {}
 
     async def start(self) -> None:
-        self._session = aiohttp.ClientSession(auto_decompress=False)
+        self._session = aiohttp.ClientSession(
+            auto_decompress=False,
+            connector=aiohttp.TCPConnector(socket_factory=low_delay_socket),
+        )
 
     async def close(self) -> None:
         if self._session is not None:
