@@ -8,13 +8,16 @@ the source file); later repetitions only count bytes, so verifying costs them no
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from functools import partial
 from typing import Any
 
-from benchmarks.clients import Job, MetadataJob, RangeJob, Transfer, split
+from benchmarks.clients import TOKEN, Job, MetadataJob, RangeJob, Transfer, split
 from benchmarks.procstat import RssSampler
 from benchmarks.results import Metric, ScenarioResult
 from benchmarks.runs import (
@@ -243,6 +246,44 @@ def memory(bench: Bench) -> ScenarioResult:
     return result
 
 
+def many_fills(bench: Bench) -> ScenarioResult:
+    """edgecache's peak RSS while `edgecache warm --parallel 8` fills eight cold images and
+    32 streams read a hot one: the bytes all fills hold share one budget (`fill_memory`)."""
+    size, parallel, streams = bench.settings.image_size, 8, bench.settings.large_streams
+    edgecache = next(c for c in bench.stack.contenders if c.name == EDGECACHE)
+    result = ScenarioResult(
+        "fills",
+        f"edgecache memory, warm --parallel {parallel} of {parallel} cold "
+        f"{size_text(size)} images while {streams} streams hit another",
+        [
+            Metric("sampled", "peak RSS, sampled VmRSS", "MiB", "lower"),
+            Metric("tp_hit", "throughput of the hits meanwhile", "GB/s", "higher"),
+            Metric("warm", "warm run", "s", "lower"),
+        ],
+    )
+    bench.log(result.title)
+    hot = hot_image(bench)
+    cold = [bench.stack.new_image(size) for _ in range(parallel)]
+    warm_argv = [
+        sys.executable, "-m", "edgecache", "warm", "--endpoint", edgecache.url,
+        "--token", TOKEN, "--parallel", str(parallel), *cold,
+    ]  # fmt: skip
+    with RssSampler(edgecache.pid) as sampler, bench.profile(result.key):
+        started = time.monotonic()
+        warm = subprocess.Popen(warm_argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        run = stream_run(bench, edgecache, hot, size, streams, verify=False)
+        _, errors = warm.communicate(timeout=1800)
+        took = time.monotonic() - started
+    _check(bench, result.key, edgecache, run.transfers)
+    if warm.returncode != 0:
+        raise RuntimeError(f"edgecache warm failed: {errors.decode(errors='replace')[-2000:]}")
+    result.metric("sampled").add(EDGECACHE, sampler.peak / MiB)
+    result.metric("tp_hit").add(EDGECACHE, run.throughput)
+    result.metric("warm").add(EDGECACHE, took)
+    result.runs.append(run.record(edgecache, 0, phase="hits during warm"))
+    return result
+
+
 def run_all(bench: Bench) -> Iterator[ScenarioResult]:
     """The selected scenarios' results, each as soon as it is complete."""
     wanted = bench.settings.scenarios
@@ -254,6 +295,7 @@ def run_all(bench: Bench) -> Iterator[ScenarioResult]:
         ("range", lambda: ranges(bench)),
         ("metadata", lambda: metadata(bench)),
         ("rss", lambda: memory(bench)),
+        ("fills", lambda: many_fills(bench)),
     ]
     tls = replace(bench, tls=True, hot_image=None)
     plan += [

@@ -9,7 +9,7 @@ from typing import TypeVar
 
 from edgecache.config import ConfigError, parse_size
 
-SCENARIOS = ("hit", "cold", "coalesce", "range", "metadata", "rss", "tls")
+SCENARIOS = ("hit", "cold", "coalesce", "range", "metadata", "rss", "fills", "tls")
 N = TypeVar("N", int, float)
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "latest.json"
 

@@ -37,6 +37,9 @@ class SyntheticGlance:
         self.app.router.add_post("/_bench/images", self._create)
         self.app.router.add_get("/_bench/data-gets", self._counts)
         self.app.router.add_get("/_bench/download-checks", self._checks)
+        self.app.router.add_get("/", self._versions)
+        self.app.router.add_get("/versions", self._versions)
+        self.app.router.add_get("/v2/schemas/{name}", self._schema)
         self.app.router.add_get("/v2/images/{id}", self._record)
         self.app.router.add_get("/v2/images/{id}/file", self._data)
 
@@ -47,6 +50,14 @@ class SyntheticGlance:
         image_id = str(uuid.uuid4())
         self.images[image_id] = self.digests[size]
         return web.json_response({"id": image_id})
+
+    async def _versions(self, request: web.Request) -> web.Response:
+        """What clients (and `edgecache warm`) read before anything else."""
+        document = {"versions": [{"id": "v2.17", "status": "CURRENT", "links": []}]}
+        return web.json_response(document, status=300 if request.path == "/" else 200)
+
+    async def _schema(self, request: web.Request) -> web.Response:
+        return web.json_response({"name": request.match_info["name"], "properties": {}})
 
     async def _counts(self, request: web.Request) -> web.Response:
         return web.json_response(dict(self.data_gets))

@@ -107,6 +107,7 @@ class ImageCache:
 
     async def close(self) -> None:
         await self.fills.close()
+        await self.evictor.settle()
         await self.transitions.settle()
         await self.index.close()
         for executor in self._executors:

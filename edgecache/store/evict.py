@@ -3,6 +3,14 @@
 Blobs being read are skipped (the blob store counts readers) and fills are not in the index
 until committed, so neither can be evicted. Copies are removed through `Transitions`, like
 every other change of a copy.
+
+A reservation decides in memory and does not wait for the copies it evicts to be gone: their
+removals (an index write and an unlink each, under their image's lock) run on their own while
+their bytes count as freed. Every miss takes the reservation lock, and under load a
+reservation that waited for its removals held it for seconds at a time, so misses queued
+behind each other until clients timed out. A removal that is refused after all (a reader came
+meanwhile, or a newer copy replaced the one chosen) gives its room back, and the next prune
+makes up for it.
 """
 
 from __future__ import annotations
@@ -37,6 +45,8 @@ class Evictor:
         self._transitions = transitions
         self._metrics = metrics
         self._reserved: dict[str, int] = {}
+        self._freeing: dict[str, int] = {}  # copies being evicted for room -> their size
+        self._evicting: set[asyncio.Task[None]] = set()
         self._lock = asyncio.Lock()
 
     async def reserve(self, image_id: str, size: int) -> bool:
@@ -49,11 +59,12 @@ class Evictor:
             if size > self.max_size:
                 return False
             reserved = sum(self._reserved.values())
-            over_capacity = await self._index.total_size() + reserved + size - self.max_size
-            free = shutil.disk_usage(self._store.root).free
+            stored = await self._index.total_size() - await self._still_indexed_freeing()
+            over_capacity = stored + reserved + size - self.max_size
+            free = shutil.disk_usage(self._store.root).free + sum(self._freeing.values())
             over_disk = reserved + size + DISK_HEADROOM - free
             wanted = max(over_capacity, over_disk)
-            if wanted > 0 and (await self._evict(wanted, all_or_nothing=True))[1] < wanted:
+            if wanted > 0 and not await self._start_evicting(wanted):
                 log.warning("no room for image %s (%d bytes): passing it through", image_id, size)
                 return False
             self._reserved[image_id] = size
@@ -66,10 +77,72 @@ class Evictor:
         """Evict least recently used copies until the cache is within max_size."""
         async with self._lock:
             excess = await self._index.total_size() + sum(self._reserved.values())
-            excess -= self.max_size
+            excess -= self.max_size + await self._still_indexed_freeing()
             if excess <= 0:
                 return 0, 0
             return await self._evict(excess)
+
+    def _evictable(self, image_id: str) -> bool:
+        return not self._store.in_use(image_id) and image_id not in self._freeing
+
+    async def _still_indexed_freeing(self) -> int:
+        """Bytes of copies being evicted whose rows are still counted in the index's size."""
+        total = 0
+        for image_id, size in list(self._freeing.items()):
+            if await self._index.get(image_id) is not None:
+                total += size
+        return total
+
+    async def settle(self) -> None:
+        """Wait for the evictions still running (at shutdown)."""
+        while self._evicting:
+            await asyncio.gather(*self._evicting, return_exceptions=True)
+
+    async def _start_evicting(self, wanted: int) -> bool:
+        """Start removing unread copies, least recently used first, that free `wanted` bytes
+        together; False (and nothing removed) if all of them would not be enough."""
+        candidates = []
+        for image_id, _ in await self._index.eviction_order():
+            entry = await self._index.get(image_id)
+            if entry is not None and self._evictable(image_id):
+                candidates.append(entry)
+        if sum(entry.size for entry in candidates) < wanted:
+            return False
+        freed = 0
+        for entry in candidates:
+            if freed >= wanted:
+                break
+            self._freeing[entry.image_id] = entry.size
+            freed += entry.size
+            task = asyncio.create_task(
+                self._evict_one(entry.image_id, entry.generation), name=f"evict-{entry.image_id}"
+            )
+            self._evicting.add(task)
+            task.add_done_callback(self._evicting.discard)
+        return True
+
+    async def _evict_one(self, image_id: str, generation: int) -> None:
+        try:
+            dropped = await self._transitions.drop(
+                image_id, generation=generation, unless_read=True
+            )
+        except OSError as exc:
+            log.error(
+                "Could not evict image %s from the cache (%s); the cache may stay above "
+                "max_size until the next eviction. Check the cache directory's disk.",
+                image_id,
+                exc.strerror or exc,
+            )
+            dropped = None
+        finally:
+            self._freeing.pop(image_id, None)
+        if dropped is not None:
+            self._counted(image_id, dropped.size)
+
+    def _counted(self, image_id: str, size: int) -> None:
+        self._metrics.evictions.inc()
+        self._metrics.evicted_bytes.inc(size)
+        log.info("evicted image %s (%d bytes) to stay under max_size", image_id, size)
 
     async def remove(self, image_id: str, generation: int | None = None) -> bool:
         """Drop one copy (an admin's request, or one Glance no longer vouches for); refused
@@ -80,19 +153,13 @@ class Evictor:
             )
             return dropped is not None
 
-    async def _evict(self, wanted: int, all_or_nothing: bool = False) -> tuple[int, int]:
-        """Drop unread copies, least recently used first, until `wanted` bytes are freed.
-
-        With `all_or_nothing`, nothing is dropped unless that frees enough: emptying the cache
-        for an image that still would not fit (a disk full of other data) helps nobody.
-        """
+    async def _evict(self, wanted: int) -> tuple[int, int]:
+        """Drop unread copies, least recently used first, until `wanted` bytes are freed."""
         candidates = [
             (image_id, size)
             for image_id, size in await self._index.eviction_order()
-            if not self._store.in_use(image_id)
+            if self._evictable(image_id)
         ]
-        if all_or_nothing and sum(size for _, size in candidates) < wanted:
-            return 0, 0
         files = freed = 0
         for image_id, _ in candidates:
             if freed >= wanted:
@@ -100,9 +167,7 @@ class Evictor:
             dropped = await self._transitions.drop(image_id, unless_read=True)
             if dropped is None:  # a reader came meanwhile
                 continue
-            self._metrics.evictions.inc()
-            self._metrics.evicted_bytes.inc(dropped.size)
-            log.info("evicted image %s (%d bytes) to stay under max_size", image_id, dropped.size)
+            self._counted(image_id, dropped.size)
             files += 1
             freed += dropped.size
         return files, freed

@@ -144,7 +144,7 @@ async def test_a_commit_whose_caller_is_cancelled_still_completes(
     await second_fill(cache, image, token)
     await committing.wait()
     await cache.fills.close()  # cancels the fill task in the middle of its commit
-    await cache.transitions.settle()
+    await cache.evictor.settle()
     assert index_rows(cache_dir) == blob_files(cache_dir) == {image.id: MiB}
 
 
@@ -183,3 +183,36 @@ async def test_misses_of_an_image_waiting_for_room_share_one_fill(
     assert await second in (fill, None)
     await asyncio.gather(*cache.fills._tasks)
     assert glance.data_requests[image.id] == 1
+
+
+async def test_a_reservation_does_not_wait_for_the_removals_it_starts(
+    glance: FakeGlance, make_edgecache: EdgecacheFactory, cache_dir: Path
+) -> None:
+    """Every miss takes the reservation lock: one that waited for its evictions' index writes
+    and unlinks held it for seconds under load, and misses queued behind it until clients
+    timed out. A fill whose room comes from an eviction streams while that unlink is stuck."""
+    edgecache = await make_edgecache(max_size=2 * MiB)
+    cache = edgecache.server.app[CACHE]
+    token = glance.add_project("p1")
+    x, y, z = (glance.add_image(random_bytes(MiB), owner="p1") for _ in range(3))
+    for image in (x, y):
+        assert await fetch(edgecache, image, token) == image.data
+    loop = asyncio.get_running_loop()
+    unlinking, may_unlink = asyncio.Event(), threading.Event()
+    delete = cache.store.delete
+
+    def stuck_delete(image_id: str) -> None:
+        loop.call_soon_threadsafe(unlinking.set)
+        may_unlink.wait()
+        delete(image_id)
+
+    cache.store.delete = stuck_delete  # type: ignore[method-assign]
+    try:
+        # A deadlock guard, not a speed target: the fill must not need the unlink to finish.
+        assert await asyncio.wait_for(fetch(edgecache, z, token), timeout=30) == z.data
+        assert unlinking.is_set()  # the eviction was started, and its unlink is still stuck
+    finally:
+        may_unlink.set()
+    await cache.evictor.settle()
+    assert index_rows(cache_dir) == blob_files(cache_dir)
+    assert set(index_rows(cache_dir)) == {y.id, z.id}
