@@ -114,6 +114,7 @@ class Evictor:
                 break
             self._freeing[entry.image_id] = entry.size
             freed += entry.size
+            _log_eviction(entry.image_id, entry.size)
             task = asyncio.create_task(
                 self._evict_one(entry.image_id, entry.generation), name=f"evict-{entry.image_id}"
             )
@@ -136,13 +137,14 @@ class Evictor:
             dropped = None
         finally:
             self._freeing.pop(image_id, None)
-        if dropped is not None:
-            self._counted(image_id, dropped.size)
+        if dropped is None:
+            log.info("image %s stays in the cache after all: it is being read", image_id)
+        else:
+            self._counted(dropped.size)
 
-    def _counted(self, image_id: str, size: int) -> None:
+    def _counted(self, size: int) -> None:
         self._metrics.evictions.inc()
         self._metrics.evicted_bytes.inc(size)
-        log.info("evicted image %s (%d bytes) to stay under max_size", image_id, size)
 
     async def remove(self, image_id: str, generation: int | None = None) -> bool:
         """Drop one copy (an admin's request, or one Glance no longer vouches for); refused
@@ -161,13 +163,20 @@ class Evictor:
             if self._evictable(image_id)
         ]
         files = freed = 0
-        for image_id, _ in candidates:
+        for image_id, size in candidates:
             if freed >= wanted:
                 break
+            _log_eviction(image_id, size)
             dropped = await self._transitions.drop(image_id, unless_read=True)
             if dropped is None:  # a reader came meanwhile
+                log.info("image %s stays in the cache after all: it is being read", image_id)
                 continue
-            self._counted(image_id, dropped.size)
+            self._counted(dropped.size)
             files += 1
             freed += dropped.size
         return files, freed
+
+
+def _log_eviction(image_id: str, size: int) -> None:
+    """Said before the copy is removed, so that a crash half-way never hides an eviction."""
+    log.info("evicting image %s (%d bytes) to stay under max_size", image_id, size)

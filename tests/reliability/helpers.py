@@ -104,8 +104,15 @@ def index_rows(cache_dir: Path) -> dict[str, int]:
 
 
 def blob_files(cache_dir: Path) -> dict[str, int]:
+    """image id -> size of the files in blobs/ (one removed while it is listed is left out)."""
     blobs = cache_dir / "blobs"
-    return {p.name: p.stat().st_size for p in blobs.iterdir()} if blobs.exists() else {}
+    sizes: dict[str, int] = {}
+    for path in blobs.iterdir() if blobs.exists() else ():
+        try:
+            sizes[path.name] = path.stat().st_size
+        except FileNotFoundError:
+            continue
+    return sizes
 
 
 def partial_files(cache_dir: Path) -> list[str]:

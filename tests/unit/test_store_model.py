@@ -125,6 +125,7 @@ class StoreMachine(RuleBasedStateMachine):
             while self.in_flight:
                 await asyncio.gather(*self.in_flight)
             await asyncio.gather(*self.cache.fills._tasks, return_exceptions=True)
+            await self.cache.evictor.settle()
             await self.cache.transitions.settle()
 
         self.run(settle())
