@@ -134,9 +134,14 @@ def world(stack: OpenStackStack) -> World:
 
 @pytest.fixture(scope="session")
 def edgecache(stack: OpenStackStack, integ_dir: Path) -> Iterator[EdgecacheDaemon]:
-    daemon = EdgecacheDaemon(
-        integ_dir / "edgecache", stack.glance_url, keystone=stack.glance_service
+    yield from running(
+        EdgecacheDaemon(integ_dir / "edgecache", stack.glance_url, keystone=stack.glance_service)
     )
+
+
+def running(daemon: EdgecacheDaemon) -> Iterator[EdgecacheDaemon]:
+    """For fixtures: the daemon started (a start that fails fails the test, with the reason),
+    and stopped afterwards."""
     try:
         daemon.start()
     except StackError as exc:

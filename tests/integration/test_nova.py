@@ -29,7 +29,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import Image, World, http
+from tests.integration.conftest import Image, World, http, running
 from tests.stack import Credentials, OpenStackStack, StackError, get_token, rest
 from tests.stack.edgecache_daemon import EdgecacheDaemon
 from tests.stack.install import ensure_stack_venv
@@ -106,15 +106,7 @@ def nova_python() -> Path:
 def own_edgecache(stack: OpenStackStack, base_dir: Path) -> Iterator[EdgecacheDaemon]:
     """A fresh edgecache of our own in front of the stack's Glance, knowing identities
     through Keystone (the ``[keystone]`` section, as the session one)."""
-    daemon = EdgecacheDaemon(base_dir, stack.glance_url, keystone=stack.glance_service)
-    try:
-        daemon.start()
-    except StackError as exc:
-        pytest.fail(f"edgecache could not start: {exc}", pytrace=False)
-    try:
-        yield daemon
-    finally:
-        daemon.stop()
+    yield from running(EdgecacheDaemon(base_dir, stack.glance_url, keystone=stack.glance_service))
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 import trustme
 
-from tests.integration.conftest import World, glance_as
-from tests.stack import StackError
+from tests.integration.conftest import World, glance_as, running
 from tests.stack.edgecache_daemon import QUICK_SETTINGS, EdgecacheDaemon
 
 
@@ -46,14 +45,7 @@ def https_edgecache(world: World, pki: Path, integ_dir: Path) -> Iterator[Edgeca
         settings=settings,
         tls=ssl.create_default_context(cafile=str(pki / "ca.pem")),
     )
-    try:
-        daemon.start()
-    except StackError as exc:
-        pytest.fail(f"edgecache could not start: {exc}", pytrace=False)
-    try:
-        yield daemon
-    finally:
-        daemon.stop()
+    yield from running(daemon)
 
 
 def test_glance_cli_downloads_over_https_through_edgecache_from_glance_over_https(
