@@ -66,19 +66,23 @@ async def test_bytes_from_a_sibling_are_verified_like_the_regions(
         await runner.cleanup()
 
 
-def slow_sibling(askers: int, first_asked: asyncio.Event) -> web.Application:
-    """Has nothing, and says so only once `askers` look-ups are waiting for its answer: the
-    nodes asking it are all still choosing their source meanwhile."""
-    everyone_asked = asyncio.Event()
-    waiting = 0
+def slow_sibling(first_asked: asyncio.Event, answer_first: asyncio.Event | None) -> web.Application:
+    """Has nothing, and says so to the first node that asks only once a second one asks too
+    and `answer_first` (if given) is set; to the second at once. Both nodes are then still
+    choosing their source when they look each other up."""
+    second_asked = asyncio.Event()
+    askers = 0
 
     async def sibling_file(request: web.Request) -> web.Response:
-        nonlocal waiting
-        waiting += 1
-        first_asked.set()
-        if waiting == askers:
-            everyone_asked.set()
-        await everyone_asked.wait()
+        nonlocal askers
+        askers += 1
+        if askers == 1:
+            first_asked.set()
+            await second_asked.wait()
+            if answer_first is not None:
+                await answer_first.wait()
+        else:
+            second_asked.set()
         return web.Response(status=404)
 
     app = web.Application()
@@ -99,7 +103,15 @@ async def test_two_nodes_missing_an_image_at_once_fetch_it_from_the_region_once(
     token = glance.add_project("p1")
     image = glance.add_image(random_bytes(2 * MiB), owner="p1")
     first_asked = asyncio.Event()
-    runner = web.AppRunner(slow_sibling(askers=2, first_asked=first_asked))
+    # When the later node misses first, it must still be choosing when the earlier one asks it
+    # (and hears "not here"): so it hears from the slow sibling only once the earlier one has
+    # gone to the region. The earlier node, missing first, makes the later one wait for its
+    # choice (endpoint.py), so the slow sibling must not hold its answer to it beyond that.
+    answer_first = None
+    if first == "later":
+        image.faults.hold_at, answer_first = 0, image.faults.reached_hold
+        image.faults.release.set()
+    runner = web.AppRunner(slow_sibling(first_asked, answer_first))
     await runner.setup()
     ports = [free_port(), free_port(), free_port()]
     await web.TCPSite(runner, "127.0.0.1", ports[2]).start()
