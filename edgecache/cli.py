@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives import serialization
 
 from edgecache import __version__, server, tls
 from edgecache.admin_client import AdminClient, AdminError
+from edgecache.allocator import keep_large_buffers
 from edgecache.config import ConfigError, Settings, load_settings, resolve_config_path
 from edgecache.console import human_age, human_duration, human_size, table
 from edgecache.logs import LOG_FORMATS, configure_logging
@@ -106,6 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     if args.command == "serve":
         configure_logging(settings.log_level, settings.log_format)
+        keep_large_buffers()
         asyncio.run(server.run(settings))
         return 0
     try:
