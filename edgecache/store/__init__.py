@@ -17,8 +17,9 @@ or removes a file in `blobs/` or a blob row (hit counts and pins are updated in 
    (`BlobEntry.generation`). A change decided about one copy (quarantine of the copy a reader
    found corrupt, dropping the copy that no longer matched Glance's record) names that
    generation and does nothing if a newer copy has replaced it meanwhile; eviction re-checks
-   that nobody reads the copy. A fill that fails deletes only its own `incoming/<id>.part`,
-   never `blobs/<id>`.
+   that nobody reads the copy; an eviction refused that way, or by generation, makes the
+   evictor evict other copies for the room it counted on (`evict.py`). A fill that fails
+   deletes only its own `incoming/<id>.part`, never `blobs/<id>`.
 3. **Order of steps.** Commit: the fill fsyncs its partial file (its own, so before taking the
    lock); then, under the lock, drop the older copy's row, if any; rename into `blobs/` and
    fsync the directory; add the row. Removal (eviction, removal, quarantine): row first, then

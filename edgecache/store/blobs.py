@@ -15,7 +15,7 @@ import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from edgecache.store.digests import CHUNK_DIGEST_SIZE, file_chunk_digest
@@ -41,6 +41,8 @@ class BlobStore:
         self.quarantine_dir = root / "quarantine"
         self.index_path = root / "index.sqlite"
         self._readers: Counter[str] = Counter()
+        # Called with an image's id when its last reader is done (the evictor's hook).
+        self.on_last_reader: Callable[[str], None] | None = None
 
     def make_layout(self) -> None:
         for directory in (self.blobs_dir, self.incoming_dir, self.quarantine_dir):
@@ -104,6 +106,8 @@ class BlobStore:
             self._readers[image_id] -= 1
             if not self._readers[image_id]:
                 del self._readers[image_id]
+                if self.on_last_reader is not None:
+                    self.on_last_reader(image_id)
 
     def in_use(self, image_id: str) -> bool:
         return self._readers[image_id] > 0

@@ -9,8 +9,10 @@ removals (an index write and an unlink each, under their image's lock) run on th
 their bytes count as freed. Every miss takes the reservation lock, and under load a
 reservation that waited for its removals held it for seconds at a time, so misses queued
 behind each other until clients timed out. A removal that is refused after all (a reader came
-meanwhile, or a newer copy replaced the one chosen) gives its room back, and the next prune
-makes up for it.
+meanwhile, or a newer copy replaced the one chosen) leaves the cache above max_size, so it
+starts a make-up at once: the excess counted again, and other unread copies evicted for it.
+Where every other copy is being read too, the debt is kept and the make-up runs again when a
+copy's last reader is done.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
+from collections.abc import Coroutine
+from typing import Any
 
 from edgecache.metrics import Metrics
 from edgecache.store.blobs import BlobStore
@@ -48,6 +52,9 @@ class Evictor:
         self._freeing: dict[str, int] = {}  # copies being evicted for room -> their size
         self._evicting: set[asyncio.Task[None]] = set()
         self._lock = asyncio.Lock()
+        # The cache may be above max_size: an eviction was refused and no other copy could go.
+        self._owed = False
+        store.on_last_reader = self._reader_left
 
     async def reserve(self, image_id: str, size: int) -> bool:
         """Make room for `size` more bytes and hold it for `image_id`; False if impossible.
@@ -59,8 +66,7 @@ class Evictor:
             if size > self.max_size:
                 return False
             reserved = sum(self._reserved.values())
-            stored = await self._index.total_size() - await self._still_indexed_freeing()
-            over_capacity = stored + reserved + size - self.max_size
+            over_capacity = await self._excess() + size
             free = shutil.disk_usage(self._store.root).free + sum(self._freeing.values())
             over_disk = reserved + size + DISK_HEADROOM - free
             wanted = max(over_capacity, over_disk)
@@ -76,11 +82,25 @@ class Evictor:
     async def prune(self) -> tuple[int, int]:
         """Evict least recently used copies until the cache is within max_size."""
         async with self._lock:
-            excess = await self._index.total_size() + sum(self._reserved.values())
-            excess -= self.max_size + await self._still_indexed_freeing()
+            excess = await self._excess()
             if excess <= 0:
                 return 0, 0
             return await self._evict(excess)
+
+    async def _excess(self) -> int:
+        """Bytes stored and reserved beyond max_size, not counting copies being evicted."""
+        held = await self._index.total_size() + sum(self._reserved.values())
+        return held - self.max_size - await self._still_indexed_freeing()
+
+    def _reader_left(self, image_id: str) -> None:
+        if self._owed:
+            self._in_background(self._make_up(), f"make-up-after-{image_id}")
+
+    async def _make_up(self) -> None:
+        """Evict for the room a refused eviction did not free; owe what no copy can give."""
+        async with self._lock:
+            excess = await self._excess()
+            self._owed = excess > 0 and not await self._start_evicting(excess, partial=True)
 
     def _evictable(self, image_id: str) -> bool:
         return not self._store.in_use(image_id) and image_id not in self._freeing
@@ -98,15 +118,17 @@ class Evictor:
         while self._evicting:
             await asyncio.gather(*self._evicting, return_exceptions=True)
 
-    async def _start_evicting(self, wanted: int) -> bool:
+    async def _start_evicting(self, wanted: int, *, partial: bool = False) -> bool:
         """Start removing unread copies, least recently used first, that free `wanted` bytes
-        together; False (and nothing removed) if all of them would not be enough."""
+        together; False if all of them would not be enough, and then nothing is removed
+        unless `partial`."""
         candidates = []
         for image_id, _ in await self._index.eviction_order():
             entry = await self._index.get(image_id)
             if entry is not None and self._evictable(image_id):
                 candidates.append(entry)
-        if sum(entry.size for entry in candidates) < wanted:
+        enough = sum(entry.size for entry in candidates) >= wanted
+        if not enough and not partial:
             return False
         freed = 0
         for entry in candidates:
@@ -115,12 +137,15 @@ class Evictor:
             self._freeing[entry.image_id] = entry.size
             freed += entry.size
             _log_eviction(entry.image_id, entry.size)
-            task = asyncio.create_task(
-                self._evict_one(entry.image_id, entry.generation), name=f"evict-{entry.image_id}"
+            self._in_background(
+                self._evict_one(entry.image_id, entry.generation), f"evict-{entry.image_id}"
             )
-            self._evicting.add(task)
-            task.add_done_callback(self._evicting.discard)
-        return True
+        return enough
+
+    def _in_background(self, removal: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(removal, name=name)
+        self._evicting.add(task)
+        task.add_done_callback(self._evicting.discard)
 
     async def _evict_one(self, image_id: str, generation: int) -> None:
         try:
@@ -134,11 +159,16 @@ class Evictor:
                 image_id,
                 exc.strerror or exc,
             )
-            dropped = None
+            return
         finally:
             self._freeing.pop(image_id, None)
         if dropped is None:
-            log.info("image %s stays in the cache after all: it is being read", image_id)
+            log.info(
+                "image %s stays in the cache after all (a reader came, or a newer copy replaced "
+                "it): evicting others for its room",
+                image_id,
+            )
+            self._in_background(self._make_up(), f"make-up-for-{image_id}")
         else:
             self._counted(dropped.size)
 

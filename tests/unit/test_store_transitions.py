@@ -216,3 +216,41 @@ async def test_a_reservation_does_not_wait_for_the_removals_it_starts(
     await cache.evictor.settle()
     assert index_rows(cache_dir) == blob_files(cache_dir)
     assert set(index_rows(cache_dir)) == {y.id, z.id}
+
+
+async def test_an_eviction_refused_for_a_late_reader_evicts_another_copy_instead(
+    glance: FakeGlance, make_edgecache: EdgecacheFactory
+) -> None:
+    """A reservation chooses its evictions in memory; a reader that comes before a removal
+    runs makes it refuse. The store model test saw all four copies stay once quiet, above
+    max_size: the room that reservation counted on was never freed."""
+    edgecache = await make_edgecache(max_size=2 * MiB)
+    cache = edgecache.server.app[CACHE]
+    token = glance.add_project("p1")
+    x, y, z = (glance.add_image(random_bytes(MiB), owner="p1") for _ in range(3))
+    for image in (x, y):
+        assert await fetch(edgecache, image, token) == image.data
+    assert await cache.evictor.reserve(z.id, MiB)  # chooses x, the least recently used
+    with cache.store.reading(x.id):  # before x's removal has run
+        await cache.evictor.settle()
+    assert set(index_rows(cache.store.root)) == {x.id}
+    assert await cache.index.total_size() + MiB <= cache.evictor.max_size
+
+
+async def test_room_owed_while_every_copy_is_read_is_freed_when_a_reader_is_done(
+    glance: FakeGlance, make_edgecache: EdgecacheFactory
+) -> None:
+    edgecache = await make_edgecache(max_size=2 * MiB)
+    cache = edgecache.server.app[CACHE]
+    token = glance.add_project("p1")
+    x, y, z = (glance.add_image(random_bytes(MiB), owner="p1") for _ in range(3))
+    for image in (x, y):
+        assert await fetch(edgecache, image, token) == image.data
+    assert await cache.evictor.reserve(z.id, MiB)
+    with cache.store.reading(y.id):
+        with cache.store.reading(x.id):
+            await cache.evictor.settle()
+            assert set(index_rows(cache.store.root)) == {x.id, y.id}  # nothing could go
+        await cache.evictor.settle()  # x's reader is done: x can go now
+    assert set(index_rows(cache.store.root)) == {y.id}
+    assert await cache.index.total_size() + MiB <= cache.evictor.max_size
