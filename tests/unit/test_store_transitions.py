@@ -34,6 +34,18 @@ async def second_fill(cache: ImageCache, image: FakeImage, token: str) -> Fill:
     return fill
 
 
+async def two_stored_of_three(
+    glance: FakeGlance, make_edgecache: EdgecacheFactory
+) -> tuple[TestClient, str, tuple[FakeImage, FakeImage, FakeImage]]:
+    """An edgecache with room for two 1 MiB images, holding x then y; z would need room."""
+    edgecache = await make_edgecache(max_size=2 * MiB)
+    token = glance.add_project("p1")
+    x, y, z = (glance.add_image(random_bytes(MiB), owner="p1") for _ in range(3))
+    for image in (x, y):
+        assert await fetch(edgecache, image, token) == image.data
+    return edgecache, token, (x, y, z)
+
+
 async def test_an_eviction_finishing_late_leaves_a_newer_copy_alone(
     glance: FakeGlance, make_edgecache: EdgecacheFactory, cache_dir: Path
 ) -> None:
@@ -191,12 +203,8 @@ async def test_a_reservation_does_not_wait_for_the_removals_it_starts(
     """Every miss takes the reservation lock: one that waited for its evictions' index writes
     and unlinks held it for seconds under load, and misses queued behind it until clients
     timed out. A fill whose room comes from an eviction streams while that unlink is stuck."""
-    edgecache = await make_edgecache(max_size=2 * MiB)
+    edgecache, token, (_x, y, z) = await two_stored_of_three(glance, make_edgecache)
     cache = edgecache.server.app[CACHE]
-    token = glance.add_project("p1")
-    x, y, z = (glance.add_image(random_bytes(MiB), owner="p1") for _ in range(3))
-    for image in (x, y):
-        assert await fetch(edgecache, image, token) == image.data
     loop = asyncio.get_running_loop()
     unlinking, may_unlink = asyncio.Event(), threading.Event()
     delete = cache.store.delete
@@ -224,12 +232,8 @@ async def test_an_eviction_refused_for_a_late_reader_evicts_another_copy_instead
     """A reservation chooses its evictions in memory; a reader that comes before a removal
     runs makes it refuse. The store model test saw all four copies stay once quiet, above
     max_size: the room that reservation counted on was never freed."""
-    edgecache = await make_edgecache(max_size=2 * MiB)
+    edgecache, _token, (x, _y, z) = await two_stored_of_three(glance, make_edgecache)
     cache = edgecache.server.app[CACHE]
-    token = glance.add_project("p1")
-    x, y, z = (glance.add_image(random_bytes(MiB), owner="p1") for _ in range(3))
-    for image in (x, y):
-        assert await fetch(edgecache, image, token) == image.data
     assert await cache.evictor.reserve(z.id, MiB)  # chooses x, the least recently used
     with cache.store.reading(x.id):  # before x's removal has run
         await cache.evictor.settle()
@@ -240,12 +244,8 @@ async def test_an_eviction_refused_for_a_late_reader_evicts_another_copy_instead
 async def test_room_owed_while_every_copy_is_read_is_freed_when_a_reader_is_done(
     glance: FakeGlance, make_edgecache: EdgecacheFactory
 ) -> None:
-    edgecache = await make_edgecache(max_size=2 * MiB)
+    edgecache, _token, (x, y, z) = await two_stored_of_three(glance, make_edgecache)
     cache = edgecache.server.app[CACHE]
-    token = glance.add_project("p1")
-    x, y, z = (glance.add_image(random_bytes(MiB), owner="p1") for _ in range(3))
-    for image in (x, y):
-        assert await fetch(edgecache, image, token) == image.data
     assert await cache.evictor.reserve(z.id, MiB)
     with cache.store.reading(y.id):
         with cache.store.reading(x.id):
