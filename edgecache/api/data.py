@@ -160,16 +160,8 @@ async def _serve_blob(
     """Answer from the stored copy; None if it vanished or its first chunk is corrupt."""
     cache = request.app[CACHE]
     wanted = byte_range or ByteRange(0, entry.size)
-    try:
-        blob = cache.open_blob(entry)
-    except FileNotFoundError:
-        return None
-    with blob, cache.store.reading(entry.image_id):
-        spans = cache.verified_spans(blob, entry, wanted, cache.settings.verify_reads)
-        try:
-            first = await anext(spans, None)
-        except BlobCorrupt as exc:
-            log.error("%s; fetching it again", exc)
+    async with cache.verified_copy(entry, wanted, if_corrupt="fetching it again") as copy:
+        if copy is None:
             return None
         with best_effort("a hit"):
             await cache.record_hit(entry.image_id)
@@ -177,19 +169,17 @@ async def _serve_blob(
         with _counting(request, response, "cache"), corked(request):
             await response.prepare(request)
             try:
-                span = first
+                span = copy.first
                 while span is not None:
-                    await send_file(request, response, blob, span.start, span.length)
+                    await send_file(request, response, copy.file, span.start, span.length)
                     response[BYTES_SENT] += span.length
-                    span = await anext(spans, None)
+                    span = await anext(copy.rest, None)
             except (BlobCorrupt, FileEndedEarly) as exc:
                 log.error("image %s: %s; transfer aborted", image.id, exc)
                 abort(request)
                 return response
             except ConnectionError as exc:
                 return _client_left(request, response, image, exc)
-            finally:
-                await spans.aclose()
         await response.write_eof()
         return response
 

@@ -6,8 +6,10 @@ import asyncio
 import logging
 import os
 from collections import deque
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -25,6 +27,17 @@ from edgecache.store.source import SourcePicker
 from edgecache.store.transitions import Transitions
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class VerifiedCopy:
+    """A stored copy opened for sending: its file, the first span of the bytes wanted (already
+    checked, None if none were wanted), and the spans after it (checked as they come)."""
+
+    file: IO[bytes]
+    first: ByteRange | None
+    rest: AsyncGenerator[ByteRange, None]
+
 
 VERIFY_AHEAD = 4  # chunks re-hashed ahead of the one being sent
 SEND_SPAN = 64 << 20  # at most this much per sendfile call
@@ -133,6 +146,35 @@ class ImageCache:
     def open_blob(self, entry: BlobEntry) -> IO[bytes]:
         """Open a stored copy; FileNotFoundError if it was evicted meanwhile."""
         return self.store.blob_path(entry.image_id).open("rb", buffering=0)
+
+    @asynccontextmanager
+    async def verified_copy(
+        self, entry: BlobEntry, wanted: ByteRange, *, if_corrupt: str
+    ) -> AsyncIterator[VerifiedCopy | None]:
+        """The stored copy, marked as read while the block runs, with the first span of
+        `wanted` checked before anything is sent; None if the copy is gone or that first chunk
+        is corrupt (then quarantined, and logged with `if_corrupt`: what the caller does
+        instead)."""
+        try:
+            blob = self.open_blob(entry)
+        except FileNotFoundError:
+            yield None
+            return
+        with blob, self.store.reading(entry.image_id):
+            spans = self.verified_spans(blob, entry, wanted, self.settings.verify_reads)
+            corrupt: BlobCorrupt | None = None
+            try:
+                first = await anext(spans, None)
+            except BlobCorrupt as exc:
+                corrupt = exc
+            if corrupt is not None:
+                log.error("%s; %s", corrupt, if_corrupt)
+                yield None
+                return
+            try:
+                yield VerifiedCopy(blob, first, spans)
+            finally:
+                await spans.aclose()
 
     async def verified_spans(
         self, blob: IO[bytes], entry: BlobEntry, wanted: ByteRange, verify: bool = True

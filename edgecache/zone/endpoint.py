@@ -162,30 +162,22 @@ async def _serve_stored(request: web.Request, entry: BlobEntry) -> web.StreamRes
     response = _response(entry.size, wanted, STORED, STORED_DEPTH)
     if request.method == "HEAD":
         return response
-    try:
-        blob = cache.open_blob(entry)
-    except FileNotFoundError:
-        return None
-    _ahead_of_clients(request)
-    with blob, cache.store.reading(entry.image_id):
-        spans = cache.verified_spans(blob, entry, wanted, cache.settings.verify_reads)
-        try:
-            span = await anext(spans, None)
-        except BlobCorrupt as exc:
-            log.error("%s; a sibling asked for it and will look elsewhere", exc)
+    if_corrupt = "a sibling asked for it and will look elsewhere"
+    async with cache.verified_copy(entry, wanted, if_corrupt=if_corrupt) as copy:
+        if copy is None:
             return None
+        _ahead_of_clients(request)
         with corked(request):
             await response.prepare(request)
             try:
+                span = copy.first
                 while span is not None:
-                    await send_file(request, response, blob, span.start, span.length)
+                    await send_file(request, response, copy.file, span.start, span.length)
                     request.app[METRICS].sibling_bytes_served.inc(span.length)
-                    span = await anext(spans, None)
+                    span = await anext(copy.rest, None)
             except (BlobCorrupt, FileEndedEarly, ConnectionError) as exc:
                 log.info("transfer of image %s to a sibling ended early: %s", entry.image_id, exc)
                 abort(request)
                 return response
-            finally:
-                await spans.aclose()
         await response.write_eof()
         return response
