@@ -34,6 +34,17 @@ async def second_fill(cache: ImageCache, image: FakeImage, token: str) -> Fill:
     return fill
 
 
+async def one_stored(
+    glance: FakeGlance, make_edgecache: EdgecacheFactory
+) -> tuple[TestClient, str, FakeImage]:
+    """An edgecache holding one 1 MiB image."""
+    edgecache = await make_edgecache()
+    token = glance.add_project("p1")
+    image = glance.add_image(random_bytes(MiB), owner="p1")
+    assert await fetch(edgecache, image, token) == image.data
+    return edgecache, token, image
+
+
 async def two_stored_of_three(
     glance: FakeGlance, make_edgecache: EdgecacheFactory
 ) -> tuple[TestClient, str, tuple[FakeImage, FakeImage, FakeImage]]:
@@ -103,11 +114,8 @@ async def test_an_eviction_finishing_late_leaves_a_newer_copy_alone(
 async def test_a_failed_fill_never_deletes_the_stored_copy(
     glance: FakeGlance, make_edgecache: EdgecacheFactory, cache_dir: Path
 ) -> None:
-    edgecache = await make_edgecache()
+    edgecache, token, image = await one_stored(glance, make_edgecache)
     cache = edgecache.server.app[CACHE]
-    token = glance.add_project("p1")
-    image = glance.add_image(random_bytes(MiB), owner="p1")
-    assert await fetch(edgecache, image, token) == image.data
     image.faults.status = [403]  # not worth resuming: the second fill fails at once
     fill = await second_fill(cache, image, token)
     await asyncio.gather(fill.wait_verified(), return_exceptions=True)
@@ -118,11 +126,8 @@ async def test_a_failed_fill_never_deletes_the_stored_copy(
 async def test_quarantine_decided_about_an_older_copy_spares_the_newer_one(
     glance: FakeGlance, make_edgecache: EdgecacheFactory, cache_dir: Path
 ) -> None:
-    edgecache = await make_edgecache()
+    edgecache, token, image = await one_stored(glance, make_edgecache)
     cache = edgecache.server.app[CACHE]
-    token = glance.add_project("p1")
-    image = glance.add_image(random_bytes(MiB), owner="p1")
-    assert await fetch(edgecache, image, token) == image.data
     older = await cache.index.get(image.id)
     assert older is not None
     await (await second_fill(cache, image, token)).wait_verified()
