@@ -23,6 +23,7 @@ from edgecache.appkeys import (
     METRICS,
     PREFETCHER,
     RECALL,
+    REVALIDATOR,
     SETTINGS,
     SIBLINGS,
     UPSTREAM,
@@ -119,13 +120,17 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
             documents=cache.index.documents,
             hasher=TokenHasher.from_file(Path(settings.cache_dir) / TOKEN_KEY_FILE),
             ttl=settings.decision_ttl,
+            token_lifetime=settings.token_lifetime,
             keystone=(
                 keystone.acting_as(validating)
                 if keystone is not None and validating is not None and validating != credentials
                 else keystone
             ),
             offline_download_roles=settings.offline_download_roles,
+            # Records are kept young only where the service user can re-read them.
+            open_record_max_age=settings.record_max_age if keystone is not None else None,
         )
+        background: set[asyncio.Task[None]] = set()
         if keystone is not None:
             revalidator = Revalidator(
                 upstream=upstream,
@@ -135,7 +140,13 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
                 metrics=app[METRICS],
                 forget_recent=lambda: _forget_recent(app),
             )
+            app[REVALIDATOR] = revalidator
             upstream.uplink.on_reconnect(revalidator.run)
+            background.add(
+                asyncio.create_task(
+                    revalidator.keep_fresh(settings.record_max_age), name="record-freshness"
+                )
+            )
         app[RECALL] = Recall(
             upstream=upstream,
             documents=cache.index.documents,
@@ -146,6 +157,7 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
         boot_documents = BootDocuments(app[RECALL], app[AUTHORITY], keystone)
         upstream.uplink.on_reconnect(boot_documents.refresh)
         fetching = asyncio.create_task(boot_documents.refresh(), name="boot-documents")
+        background.add(fetching)
         # Ready once they are in (a few small GETs), or after a connect timeout if the region
         # is slow; then they go on arriving in the background.
         await asyncio.wait({fetching}, timeout=settings.connect_timeout)
@@ -154,8 +166,9 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
         try:
             yield
         finally:
-            fetching.cancel()
-            await asyncio.gather(fetching, return_exceptions=True)
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
             await app[PREFETCHER].close()
             await app[CACHE].close()
     finally:

@@ -7,6 +7,7 @@ from aiohttp import web
 
 from edgecache.authorization.authority import Authority
 from edgecache.authorization.recall import Recall
+from edgecache.authorization.revalidate import Revalidator
 from edgecache.config import Settings
 from edgecache.metrics import Metrics
 from edgecache.prefetch import Prefetcher
@@ -20,6 +21,8 @@ UPSTREAM = web.AppKey("upstream", Upstream)
 CACHE = web.AppKey("cache", ImageCache)
 AUTHORITY = web.AppKey("authority", Authority)
 RECALL = web.AppKey("recall", Recall)
+# only with [keystone] service credentials: remembered records re-read as the service user
+REVALIDATOR = web.AppKey("revalidator", Revalidator)
 PREFETCHER = web.AppKey("prefetcher", Prefetcher)
 SIBLINGS = web.AppKey("siblings", Siblings)  # only in a zone of several nodes ([zone] peers)
 KEYSTONE_SESSION = web.AppKey("keystone_session", aiohttp.ClientSession)

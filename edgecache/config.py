@@ -102,6 +102,8 @@ class Settings:
     pool_wait: float = 10.0
     probe_interval: float = 2.0
     decision_ttl: float = 12 * 3600.0
+    token_lifetime: float = 3600.0  # Keystone's default [token] expiration
+    record_max_age: float = 900.0
     reuse_decisions_for: float = 0.0
     offline_download_roles: tuple[str, ...] = ("member", "admin")
     keystone_url: str | None = None
@@ -203,7 +205,11 @@ TOML_KEYS: dict[str, dict[str, str]] = {
         "tls_key": "tls_key",
         "tls_client_ca": "tls_client_ca",
     },
-    "offline": {"decision_ttl": "decision_ttl"},
+    "offline": {
+        "decision_ttl": "decision_ttl",
+        "token_lifetime": "token_lifetime",
+        "record_max_age": "record_max_age",
+    },
     "auth": {
         "reuse_decisions_for": "reuse_decisions_for",
         "offline_download_roles": "offline_download_roles",
@@ -348,6 +354,8 @@ def _coerce(attr: str, key: str, value: Any) -> dict[str, Any]:
         "stall_timeout",
         "probe_interval",
         "decision_ttl",
+        "token_lifetime",
+        "record_max_age",
         "shutdown_timeout",
         "client_idle_timeout",
         "pool_wait",

@@ -192,6 +192,17 @@ class Metrics:
             ["outcome"],  # kept, revoked, deleted
             registry=r,
         )
+        self.oldest_cached_record_age = Gauge(
+            "edgecache_oldest_cached_image_record_age_seconds",
+            "Age of the oldest remembered Glance record of a cached image, as of the last "
+            "background re-read ([offline] record_max_age bounds it while the uplink is up)",
+            registry=r,
+        )
+        self.record_refreshes = Counter(
+            "edgecache_record_refreshes",
+            "Records of cached images re-read from Glance in the background",
+            registry=r,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

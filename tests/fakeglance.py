@@ -278,6 +278,8 @@ class FakeGlance:
         found = self._lookup(request)
         if isinstance(found, web.Response):
             return found
+        if found.visibility != "shared":  # Glance's image domain refuses before it looks
+            return _error(403, "Only shared images have members.")
         project = self.tokens[request.headers["X-Auth-Token"]]
         members = [
             {"member_id": member, "image_id": found.id, "status": status}

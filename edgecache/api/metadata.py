@@ -9,6 +9,10 @@ from edgecache.api.proxy import passthrough
 from edgecache.appkeys import AUTHORITY, RECALL
 from edgecache.images import is_image_id
 
+# Glance's answers to a member list that decide whether the caller may see the image: a 403
+# ("only shared images have members") says only that the image is not shared.
+MEMBER_DECISIONS = frozenset({200, 404})
+
 
 async def image_record(request: web.Request) -> web.StreamResponse:
     image_id = request.match_info["image_id"]
@@ -34,7 +38,7 @@ async def image_members(request: web.Request) -> web.StreamResponse:
         return await passthrough(request)
     caller = request.app[AUTHORITY].caller(request.headers)
     answer = await request.app[RECALL].get(
-        request.path_qs, caller, scope=caller.scope, image_id=image_id
+        request.path_qs, caller, scope=caller.scope, image_id=image_id, decisions=MEMBER_DECISIONS
     )
     return to_response(request, answer)
 

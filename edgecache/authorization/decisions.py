@@ -22,6 +22,10 @@ from dataclasses import dataclass
 from edgecache.authorization.identity import Identity
 from edgecache.store.db import Database
 
+# A token row is kept this long past its expiry, so that a token known to have expired is
+# answered 401 while the uplink is down rather than 503 (never seen here).
+EXPIRED_TOKENS_KEPT = 24 * 3600.0
+
 SCHEMA = """
 DROP TABLE IF EXISTS tokens;
 DROP TABLE IF EXISTS decisions;
@@ -71,11 +75,11 @@ class DecisionStore:
         )
 
     async def token(self, token_hash: str) -> TokenRow | None:
-        """The identity a token belongs to, while the token is good."""
+        """The identity a token belongs to and until when it is good (perhaps past: a token
+        known to have expired)."""
         row = await self._db.fetch_one(
-            "SELECT identity, validated, expires_at FROM caller_tokens"
-            " WHERE token_hash = ? AND expires_at > ?",
-            (token_hash, time.time()),
+            "SELECT identity, validated, expires_at FROM caller_tokens WHERE token_hash = ?",
+            (token_hash,),
         )
         return TokenRow(str(row[0]), bool(row[1]), float(row[2])) if row else None
 
@@ -140,16 +144,28 @@ class DecisionStore:
         )
         return [(str(r[0]), r[1], bool(r[2])) for r in rows]
 
-    async def forget(self, identity: str, image_id: str) -> None:
-        """Every remembered answer about the image for this identity (see and download)."""
-        await self._db.write(
-            "DELETE FROM grants WHERE identity = ? AND image_id = ?", (identity, image_id)
-        )
+    async def forget(self, identity: str, image_id: str, action: str | None = None) -> None:
+        """The remembered answers about the image for this identity (to `action`, else all)."""
+        if action is None:
+            await self._db.write(
+                "DELETE FROM grants WHERE identity = ? AND image_id = ?", (identity, image_id)
+            )
+        else:
+            await self._db.write(
+                "DELETE FROM grants WHERE identity = ? AND image_id = ? AND action = ?",
+                (identity, image_id, action),
+            )
 
     async def forget_image(self, image_id: str) -> None:
         await self._db.write("DELETE FROM grants WHERE image_id = ?", (image_id,))
 
     async def purge_expired(self) -> None:
         now = time.time()
-        for table in ("grants", "caller_tokens", "identities"):
-            await self._db.write(f"DELETE FROM {table} WHERE expires_at <= ?", (now,))
+        for table, kept_after_expiry in (
+            ("grants", 0.0),
+            ("caller_tokens", EXPIRED_TOKENS_KEPT),
+            ("identities", 0.0),
+        ):
+            await self._db.write(
+                f"DELETE FROM {table} WHERE expires_at <= ?", (now - kept_after_expiry,)
+            )

@@ -39,6 +39,14 @@ KEYSTONE_ERRORS: tuple[type[BaseException], ...] = (
 
 
 @dataclass(frozen=True)
+class TokenRejected:
+    """Keystone's word that a token is not valid (unknown, expired or revoked)."""
+
+
+TOKEN_REJECTED = TokenRejected()
+
+
+@dataclass(frozen=True)
 class TokenInfo:
     """What Keystone says a token stands for: the parts Glance's policy can look at."""
 
@@ -79,13 +87,17 @@ class Keystone:
             self._token_expires = info.expires_at
         return self._token
 
-    async def validate(self, token: str) -> TokenInfo | None:
-        """What Keystone says of a caller's token; None if it is not valid (or unknowable now)."""
+    async def validate(self, token: str) -> TokenInfo | TokenRejected | None:
+        """What Keystone says of a caller's token: who it stands for, TOKEN_REJECTED if Keystone
+        says it is not valid (404: unknown, expired or revoked), None if Keystone cannot say
+        now (unreachable, or it refused edgecache's own service token)."""
         if time.monotonic() < self._unreachable_until:
             return None
         try:
             headers = {"X-Auth-Token": await self.token(), "X-Subject-Token": token}
             async with self._session.get(self._tokens_url, headers=headers) as response:
+                if response.status == 404:
+                    return TOKEN_REJECTED
                 if response.status != 200:
                     return None
                 return _token_info(await response.json())

@@ -12,13 +12,15 @@ import xxhash
 from multidict import CIMultiDict
 
 from edgecache.authorization.authority import (
+    DECISION_STATUSES,
     DOWNLOAD,
+    INVALID_TOKEN,
     RECENT_CAPACITY,
     REWRITE_AFTER,
+    UNVALIDATED_TOKEN,
     Authority,
-    open_to_all,
 )
-from edgecache.authorization.identity import Caller
+from edgecache.authorization.identity import Caller, Identity
 from edgecache.glance_errors import UNAUTHORIZED, GlanceError
 from edgecache.headers import REQUEST_ID, forwardable
 from edgecache.images import ImageRecord
@@ -35,6 +37,10 @@ REMEMBERED_STATUSES = frozenset({200, 300})  # 300: Glance's answer to GET /
 _REFUSALS = {
     403: "You are not authorized to complete this action.",
     404: "No image found with ID {image_id}",
+    503: (
+        "The regional image service cannot be reached from this edge site, and this site "
+        "cannot tell now whether you may see image {image_id}. Try again when the uplink is back."
+    ),
 }
 DOWNLOAD_REFUSED = "You are not authorized to complete download_image action."
 # A one-byte GET of an image's data runs every check of a whole download in Glance (policy
@@ -82,6 +88,18 @@ def unauthorized(www_authenticate: str | None) -> Answer:
     if www_authenticate:
         headers["WWW-Authenticate"] = www_authenticate
     return Answer(401, json.dumps(body).encode(), headers)
+
+
+def token_unverifiable() -> Answer:
+    """503 for a token edgecache cannot validate while the region cannot be reached (as
+    keystonemiddleware answers when it cannot reach Keystone): not 401, which would tell the
+    client that the token is bad."""
+    return refusal(
+        503,
+        "The regional image service cannot be reached from this edge site, and this token has "
+        "not been seen here before, so this site cannot tell whether it is valid. "
+        "Try again when the uplink is back.",
+    )
 
 
 def not_a_record() -> Answer:
@@ -151,12 +169,16 @@ class Recall:
         scope: str = SHARED_SCOPE,
         image_id: str | None = None,
         needs_token: bool = True,
+        decisions: frozenset[int] = DECISION_STATUSES,
     ) -> Answer:
         """Glance's answer to `caller` for `path_qs`, or the remembered one if it is down.
 
         `scope` says whose view the document is (SHARED_SCOPE, or the caller's scope for
         answers that depend on who asks); `image_id` names the image whose access decides
-        whether a remembered answer may be given to this caller.
+        whether a remembered answer may be given to this caller, and `decisions` the statuses
+        of Glance's answer that are its decision on whether the caller may see that image.
+        `needs_token=False` for the documents Glance serves without authentication (its
+        version documents): their answers say nothing about the caller's token.
         """
         if image_id is not None and (reused := await self._reuse(path_qs, caller, scope, image_id)):
             return reused
@@ -171,6 +193,8 @@ class Recall:
         if fresh.status == 401:
             self._www_authenticate = fresh.headers.get("WWW-Authenticate", self._www_authenticate)
         with best_effort("Glance's answer"):
+            if needs_token:
+                await self._learn_access(caller, image_id, fresh.status, decisions)
             await self._learn(path_qs, caller, scope, image_id, fresh)
         self._metrics.metadata_requests.labels("upstream").inc()
         return Answer(fresh.status, fresh.body, forwardable(fresh.headers))
@@ -227,11 +251,11 @@ class Recall:
         return Answer(fresh.status, fresh.body, forwardable(fresh.headers))
 
     async def _recall_download(self, caller: Caller, image_id: str) -> Answer:
+        if (unplaced := await self._unplaced(caller)) is not None:
+            return unplaced
         decision = await self._authority.offline_decision(caller, image_id, DOWNLOAD)
         if decision == 200:
             return Answer(200, b"", age=0, uplink_down=True)
-        if decision == 401:
-            return self.unauthorized()
         if decision == 403:
             return refusal(403, DOWNLOAD_REFUSED)
         if decision == 503:
@@ -263,6 +287,16 @@ class Recall:
         self._metrics.metadata_requests.labels("cache" if answer.recalled else "refused").inc()
         return answer
 
+    async def _learn_access(
+        self, caller: Caller, image_id: str | None, status: int, decisions: frozenset[int]
+    ) -> None:
+        """What Glance's answer to an authenticated request says of the caller's access."""
+        who = await self._authority.observe(
+            caller, status, [image_id] if image_id else [], decisions=decisions
+        )
+        if image_id is not None and status == 404 and who is not None:
+            await self._forget_if_gone(image_id, who)
+
     async def _learn(
         self,
         path_qs: str,
@@ -271,9 +305,7 @@ class Recall:
         image_id: str | None,
         fresh: UpstreamAnswer,
     ) -> None:
-        await self._authority.observe(caller, fresh.status, [image_id] if image_id else [])
-        if image_id is not None and fresh.status in (403, 404):
-            await self._forget_if_no_longer_open(image_id)
+        """Remember the document Glance answered (and the records a list carries)."""
         if fresh.status not in REMEMBERED_STATUSES:
             return
         content_type = fresh.headers.get("Content-Type", "application/json")
@@ -304,14 +336,18 @@ class Recall:
             self._stored.pop((scope, path), None)
             raise
 
-    async def _forget_if_no_longer_open(self, image_id: str) -> None:
-        """Glance refused an image whose remembered record says anyone may see it: that
-        record is stale, and must not open the image to others while the uplink is down."""
+    async def _forget_if_gone(self, image_id: str, who: Identity) -> None:
+        """A 404 to the image's owner or to an admin says the image itself is gone: forget
+        what is remembered of it, for everyone. A 403 or 404 to anyone else is about that
+        caller alone (Glance's policy may hide even a public image from some roles), and was
+        remembered for that caller only."""
         path = f"/v2/images/{image_id}"
         record = await self._documents.get(SHARED_SCOPE, path)
-        if record is not None and open_to_all(record.body):
-            await self._documents.forget_image(image_id)
-            self._stored.pop((SHARED_SCOPE, path), None)
+        if record is None or not (who.is_admin or _owned_by(record.body, who.project_id)):
+            return
+        await self._documents.forget_image(image_id)
+        await self._authority.forget_image(image_id)
+        self._stored.pop((SHARED_SCOPE, path), None)
 
     async def _learn_list(self, caller: Caller, content_type: str, body: bytes) -> None:
         """A list shows which images the caller may see, and carries their records."""
@@ -337,12 +373,10 @@ class Recall:
         image_id: str | None,
         needs_token: bool,
     ) -> Answer:
-        if needs_token and not await self._authority.known(caller):
-            return self.unauthorized()
+        if needs_token and (unplaced := await self._unplaced(caller)) is not None:
+            return unplaced
         if image_id is not None:
             decision = await self._authority.offline_decision(caller, image_id)
-            if decision == 401:
-                return self.unauthorized()
             if decision != 200:
                 return refusal(decision, _REFUSALS.get(decision, "").format(image_id=image_id))
         document = await self._documents.get(scope, path_qs)
@@ -350,3 +384,21 @@ class Recall:
             return uplink_down(f"the answer to GET {path_qs}")
         headers = CIMultiDict({"Content-Type": document.content_type})
         return Answer(document.status, document.body, headers, age=document.age, uplink_down=True)
+
+    async def _unplaced(self, caller: Caller) -> Answer | None:
+        """The answer for a caller edgecache cannot place while Glance cannot be asked (no
+        token or an invalid one: 401; a token it cannot validate now: 503), else None."""
+        who = await self._authority.offline_identity(caller)
+        if who == INVALID_TOKEN:
+            return self.unauthorized()
+        if who == UNVALIDATED_TOKEN:
+            return token_unverifiable()
+        return None
+
+
+def _owned_by(record_body: bytes, project_id: str | None) -> bool:
+    try:
+        owner = json.loads(record_body).get("owner")
+    except (ValueError, AttributeError):
+        return False
+    return project_id is not None and owner == project_id

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from edgecache.store.db import Database
 
 SHARED_SCOPE = "*"
+_BATCH = 500  # parameters per statement (sqlite allows 999 in older builds)
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS documents (
     scope        TEXT NOT NULL,
@@ -72,6 +73,19 @@ class DocumentStore:
 
     async def forget_image(self, image_id: str) -> None:
         await self._db.write("DELETE FROM documents WHERE image_id = ?", (image_id,))
+
+    async def fetched_at(self, scope: str, paths: list[str]) -> dict[str, float]:
+        """When each of these documents (those remembered) was last had from Glance."""
+        found: dict[str, float] = {}
+        for start in range(0, len(paths), _BATCH):
+            batch = paths[start : start + _BATCH]
+            rows = await self._db.fetch_all(
+                "SELECT path, fetched_at FROM documents WHERE scope = ? AND path IN"
+                f" ({','.join('?' * len(batch))})",
+                (scope, *batch),
+            )
+            found.update((str(row[0]), float(row[1])) for row in rows)
+        return found
 
     async def image_ids(self) -> list[str]:
         rows = await self._db.fetch_all(

@@ -99,6 +99,10 @@ class Index:
         """The stored copy of an image (its hits and last access as of the last flush)."""
         return self._entries.get(image_id)
 
+    def image_ids(self) -> list[str]:
+        """The images that have a stored copy."""
+        return list(self._entries)
+
     async def all(self) -> list[BlobEntry]:
         """Every copy, least recently used first (a row being added or removed right now may
         be left out)."""

@@ -7,6 +7,7 @@ images are not downloadable by non-admins.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -135,7 +136,9 @@ async def test_a_renewed_token_keeps_booting_through_an_outage(
     assert await fetch(edgecache, public, renewed) == (200, public.data)  # a member, open image
     assert (await fetch(edgecache, never_asked, renewed))[0] == 404  # Glance never said
     assert (await fetch(edgecache, private, glance.renew(other_project)))[0] == 404
-    assert (await fetch(edgecache, private, glance.add_project("p1", user="u2")))[0] == 401
+    # A user never seen here: its token may be valid, but what Glance would answer it cannot
+    # be known now (503, as keystonemiddleware answers when it cannot validate a token).
+    assert (await fetch(edgecache, private, glance.add_project("p1", user="u2")))[0] == 503
     assert (await fetch(edgecache, private, "not-a-token"))[0] == 401
 
 
@@ -149,7 +152,7 @@ async def test_a_token_whose_role_was_removed_is_another_identity(
     await go_offline(edgecache, upstream_server)
     demoted = glance.renew(token)
     glance.readers.add(demoted)  # the same user, now with only the reader role
-    assert (await fetch(edgecache, image, demoted))[0] == 401
+    assert (await fetch(edgecache, image, demoted))[0] == 503  # an identity never seen here
 
 
 async def test_a_reader_identity_offline_gets_no_open_image_bytes_it_never_asked_for(
@@ -214,3 +217,24 @@ async def test_an_unreachable_keystone_is_not_asked_again_for_every_new_token(
     warnings = [r for r in caplog.records if r.levelname == "WARNING"]
     assert len(warnings) == 1  # the second token was not sent to an unreachable Keystone
     assert "could not validate callers' tokens with Keystone" in warnings[0].getMessage()
+
+
+async def test_offline_only_keystones_no_makes_a_401(
+    glance: FakeGlance, upstream_server: UpstreamServer, keystone_edgecache: TestClient
+) -> None:
+    """With the edge's Keystone up: a token it does not know is invalid (401); a valid token
+    of an identity Glance never answered cannot be judged here (503), nor can an expired one
+    pass (401)."""
+    edgecache = keystone_edgecache
+    token = glance.add_project("p1")
+    image = glance.add_image(random_bytes(1000), owner="p1")
+    assert await fetch(edgecache, image, token) == (200, image.data)
+    await go_offline(edgecache, upstream_server)
+    assert (await fetch(edgecache, image, "never-issued-by-keystone"))[0] == 401
+    stranger = glance.add_project("p1", user="u-new")
+    status, body = await fetch(edgecache, image, stranger)
+    assert status == 503
+    assert image.data not in body
+    expired = glance.renew(token)
+    glance.token_expiry[expired] = time.time() - 1
+    assert (await fetch(edgecache, image, expired))[0] == 401

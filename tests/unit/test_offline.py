@@ -11,7 +11,8 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
-from edgecache.appkeys import CACHE, UPSTREAM
+from edgecache.appkeys import CACHE, REVALIDATOR, SETTINGS, UPSTREAM
+from edgecache.store.documents import SHARED_SCOPE, Document
 from tests.conftest import (
     EdgecacheFactory,
     MiB,
@@ -115,7 +116,9 @@ async def test_offline_metadata_is_marked_with_its_age(
 ) -> None:
     edgecache = offline_edgecache
     token = glance.add_project("p1")
-    image = glance.add_image(b"x" * 100, owner="p1", members={"p2": "accepted"})
+    image = glance.add_image(
+        b"x" * 100, owner="p1", visibility="shared", members={"p2": "accepted"}
+    )
     paths = [
         "/",
         "/versions",
@@ -205,13 +208,14 @@ async def test_offline_requests_do_not_wait_for_the_upstream(
             failures_to_offline=1,
             probe_interval=3600,
         )
+        # Timed out, now offline, token never seen: it cannot be validated now (503, not 401).
         async with edgecache.get("/v2/images", headers={"X-Auth-Token": "t"}) as resp:
-            assert resp.status == 401  # timed out, now offline, token never seen
+            assert resp.status == 503
         assert not edgecache.server.app[UPSTREAM].uplink.online
         before = accepted
         for _ in range(10):
             async with edgecache.get("/v2/images", headers={"X-Auth-Token": "t"}) as resp:
-                assert resp.status == 401
+                assert resp.status == 503
         assert accepted == before
     finally:
         hole.close()
@@ -296,26 +300,38 @@ def files_containing(root: Path, needles: list[bytes]) -> list[Path]:
 
 
 @pytest.mark.parametrize(
-    ("visibility", "members", "record", "data"),
+    ("visibility", "members", "service_user", "record", "data"),
     [
-        ("private", {}, 404, 404),
-        ("shared", {"p3": "accepted"}, 404, 404),  # Glance would allow it, but never said so
-        # Without Keystone a token's roles are unknown, so whether Glance would let it
-        # download an open image it never asked about is unknown too.
-        ("public", {}, 200, 503),
-        ("community", {}, 200, 503),
+        ("private", {}, False, 404, 404),
+        ("private", {}, True, 404, 404),
+        # Glance would allow it, but never said so
+        ("shared", {"p3": "accepted"}, False, 404, 404),
+        ("shared", {"p3": "accepted"}, True, 404, 404),
+        # Without service credentials nothing keeps the remembered record of an open image
+        # in step with the region, so it opens the image to nobody who never asked about it.
+        ("public", {}, False, 503, 503),
+        ("community", {}, False, 503, 503),
+        # With them the record is kept young, and Keystone says the caller is a member
+        # (Glance's default download rule, [auth] offline_download_roles).
+        ("public", {}, True, 200, 200),
+        ("community", {}, True, 200, 200),
     ],
 )
 async def test_offline_a_known_caller_gets_only_open_images_it_never_asked_about(
     glance: FakeGlance,
     upstream_server: UpstreamServer,
-    offline_edgecache: TestClient,
+    make_edgecache: EdgecacheFactory,
     visibility: str,
     members: dict[str, str],
+    service_user: bool,
     record: int,
     data: int,
 ) -> None:
-    edgecache = offline_edgecache
+    edgecache = await make_edgecache(
+        failures_to_offline=1,
+        probe_interval=0.05,
+        **(service_credentials(upstream_server.url) if service_user else {}),
+    )
     owner, other = glance.add_project("p1"), glance.add_project("p3")
     image = glance.add_image(random_bytes(1000), owner="p1", visibility=visibility, members=members)
     unrelated = glance.add_image(random_bytes(10), owner="p3")
@@ -325,18 +341,23 @@ async def test_offline_a_known_caller_gets_only_open_images_it_never_asked_about
     assert (await status_and_body(edgecache, f"/v2/images/{image.id}", other))[0] == record
     status, body = await status_and_body(edgecache, f"/v2/images/{image.id}/file", other)
     assert status == data
-    assert image.data not in body
+    if data != 200:
+        assert image.data not in body
+
+
+def service_credentials(glance_url: str) -> dict[str, str]:
+    return {
+        "keystone_url": f"{glance_url}/v3",
+        "keystone_username": SERVICE_USER[0],
+        "keystone_password": SERVICE_USER[1],
+        "keystone_project": "service",
+    }
 
 
 @pytest.fixture
 async def keystone_edgecache(make_edgecache: EdgecacheFactory, glance_url: str) -> TestClient:
     return await make_edgecache(
-        failures_to_offline=1,
-        probe_interval=0.05,
-        keystone_url=f"{glance_url}/v3",
-        keystone_username=SERVICE_USER[0],
-        keystone_password=SERVICE_USER[1],
-        keystone_project="service",
+        failures_to_offline=1, probe_interval=0.05, **service_credentials(glance_url)
     )
 
 
@@ -391,3 +412,176 @@ async def test_decisions_never_outlive_the_token(
     assert await status_and_body(keystone_edgecache, path, token) == (200, image.data)
     await go_offline(keystone_edgecache, upstream_server)
     assert (await status_and_body(keystone_edgecache, path, token))[0] == 401
+
+
+async def test_a_refused_member_list_takes_nothing_from_those_glance_allows(
+    glance: FakeGlance, upstream_server: UpstreamServer, offline_edgecache: TestClient
+) -> None:
+    """Glance's 403 to a member list of an image that is not shared is about the list."""
+    edgecache = offline_edgecache
+    booted, curious = glance.add_project("p1"), glance.add_project("p3")
+    image = glance.add_image(random_bytes(1000), owner="admin-project", visibility="public")
+    assert await status_and_body(edgecache, f"/v2/images/{image.id}/file", booted) == (
+        200,
+        image.data,
+    )
+    assert (await status_and_body(edgecache, f"/v2/images/{image.id}", booted))[0] == 200
+    assert (await status_and_body(edgecache, f"/v2/images/{image.id}/members", curious))[0] == 403
+    await go_offline(edgecache, upstream_server)
+    assert (await status_and_body(edgecache, f"/v2/images/{image.id}", booted))[0] == 200
+    file = f"/v2/images/{image.id}/file"
+    assert await status_and_body(edgecache, file, booted) == (200, image.data)
+
+
+async def test_a_404_to_another_project_keeps_the_access_of_those_glance_allows(
+    glance: FakeGlance, upstream_server: UpstreamServer, offline_edgecache: TestClient
+) -> None:
+    edgecache = offline_edgecache
+    owner, other = glance.add_project("p1"), glance.add_project("p3")
+    image = glance.add_image(random_bytes(1000), owner="p1", visibility="public")
+    for token in (owner, other):
+        assert (await status_and_body(edgecache, f"/v2/images/{image.id}", token))[0] == 200
+        assert (await status_and_body(edgecache, f"/v2/images/{image.id}/file", token))[0] == 200
+    image.visibility = "private"  # the region hides it from p3, not from its owner
+    assert (await status_and_body(edgecache, f"/v2/images/{image.id}", other))[0] == 404
+    await go_offline(edgecache, upstream_server)
+    for path in (f"/v2/images/{image.id}", f"/v2/images/{image.id}/file"):
+        assert (await status_and_body(edgecache, path, owner))[0] == 200, path
+        status, body = await status_and_body(edgecache, path, other)
+        assert status == 404, path
+        assert image.data not in body
+
+
+async def test_a_404_to_the_owner_says_the_image_is_gone_for_everyone(
+    glance: FakeGlance, upstream_server: UpstreamServer, keystone_edgecache: TestClient
+) -> None:
+    edgecache = keystone_edgecache
+    owner, other = glance.add_project("p1"), glance.add_project("p3")
+    image = glance.add_image(random_bytes(1000), owner="p1", visibility="public")
+    for token in (owner, other):
+        assert (await status_and_body(edgecache, f"/v2/images/{image.id}/file", token))[0] == 200
+    del glance.images[image.id]
+    assert (await status_and_body(edgecache, f"/v2/images/{image.id}", owner))[0] == 404
+    await go_offline(edgecache, upstream_server)
+    for path in (f"/v2/images/{image.id}", f"/v2/images/{image.id}/file"):
+        status, body = await status_and_body(edgecache, path, other)
+        assert status == 404, path
+        assert image.data not in body
+
+
+async def test_offline_a_token_glance_never_authenticated_is_unknown(
+    glance: FakeGlance, upstream_server: UpstreamServer, offline_edgecache: TestClient
+) -> None:
+    """Glance serves /versions without looking at the token: its answer vouches for none."""
+    edgecache = offline_edgecache
+    image = glance.add_image(random_bytes(1000), owner="p1", visibility="public")
+    member = glance.add_project("p1")
+    assert (await status_and_body(edgecache, f"/v2/images/{image.id}/file", member))[0] == 200
+    assert (await status_and_body(edgecache, "/versions", "any-string-at-all"))[0] == 200
+    await go_offline(edgecache, upstream_server)
+    for path in (f"/v2/images/{image.id}", f"/v2/images/{image.id}/file", "/v2/images"):
+        async with edgecache.get(
+            path, headers={"X-Auth-Token": "any-string-at-all", "Accept": "application/json"}
+        ) as resp:
+            assert resp.status == 503, path
+            assert resp.headers["Retry-After"]
+            message = (await resp.json())["message"]
+            assert "this token has not been seen here before" in message, path
+    assert (await status_and_body(edgecache, f"/v2/images/{image.id}", None))[0] == 401
+
+
+async def test_without_keystone_a_token_is_used_offline_for_its_lifetime_only(
+    glance: FakeGlance, upstream_server: UpstreamServer, make_edgecache: EdgecacheFactory
+) -> None:
+    lifetime = 1.0
+    edgecache = await make_edgecache(
+        failures_to_offline=1, probe_interval=0.05, token_lifetime=lifetime
+    )
+    token = glance.add_project("p1")
+    image = glance.add_image(random_bytes(1000), owner="p1")
+    path = f"/v2/images/{image.id}/file"
+    first_accepted = time.time()
+    assert await status_and_body(edgecache, path, token) == (200, image.data)
+    await go_offline(edgecache, upstream_server)
+    assert await status_and_body(edgecache, path, token) == (200, image.data)
+    # The behaviour under test is the clock: nothing to await but the token's end of life.
+    await asyncio.sleep(max(0.0, first_accepted + lifetime + 0.1 - time.time()))
+    status, body = await status_and_body(edgecache, path, token)
+    assert status == 401  # known to have expired
+    assert image.data not in body
+
+
+async def test_records_of_cached_images_follow_the_region_while_online(
+    glance: FakeGlance, upstream_server: UpstreamServer, keystone_edgecache: TestClient
+) -> None:
+    """An image deactivated or hidden at the region while nobody at the edge asked about it is
+    not served offline to those Glance now refuses, once its record has been re-read."""
+    edgecache = keystone_edgecache
+    owner, other = glance.add_project("p1"), glance.add_project("p3")
+    deactivated = glance.add_image(random_bytes(1000), owner="p1", visibility="public")
+    hidden = glance.add_image(random_bytes(1000), owner="p1", visibility="public")
+    elsewhere = glance.add_image(random_bytes(10), owner="p3")
+    for image in (deactivated, hidden):
+        assert (await status_and_body(edgecache, f"/v2/images/{image.id}/file", owner))[0] == 200
+    assert (await status_and_body(edgecache, f"/v2/images/{elsewhere.id}", other))[0] == 200
+    deactivated.status = "deactivated"
+    hidden.visibility = "private"
+    await edgecache.server.app[REVALIDATOR].refresh_cached(older_than=0)
+    age = await metric(edgecache, "edgecache_oldest_cached_image_record_age_seconds")
+    assert 0 <= age < 60
+    await go_offline(edgecache, upstream_server)
+    for image in (deactivated, hidden):
+        status, body = await status_and_body(edgecache, f"/v2/images/{image.id}/file", other)
+        assert status in (403, 404), image  # what Glance now answers p3
+        assert image.data not in body
+    status, body = await status_and_body(edgecache, f"/v2/images/{deactivated.id}/file", owner)
+    assert status != 200  # deactivated: no download, even for its owner
+    assert deactivated.data not in body
+    assert (await status_and_body(edgecache, f"/v2/images/{hidden.id}/file", owner))[0] == 200
+
+
+async def test_an_old_record_opens_its_image_to_nobody_who_never_asked(
+    glance: FakeGlance, upstream_server: UpstreamServer, keystone_edgecache: TestClient
+) -> None:
+    edgecache = keystone_edgecache
+    owner, other = glance.add_project("p1"), glance.add_project("p3")
+    image = glance.add_image(random_bytes(1000), owner="p1", visibility="public")
+    elsewhere = glance.add_image(random_bytes(10), owner="p3")
+    assert (await status_and_body(edgecache, f"/v2/images/{image.id}/file", owner))[0] == 200
+    assert (await status_and_body(edgecache, f"/v2/images/{elsewhere.id}", other))[0] == 200
+    await go_offline(edgecache, upstream_server)
+    record_max_age = edgecache.server.app[SETTINGS].record_max_age
+    documents = edgecache.server.app[CACHE].index.documents
+    path = f"/v2/images/{image.id}"
+    record = await documents.get(SHARED_SCOPE, path)
+    assert record is not None
+    aged = Document(
+        record.status, record.content_type, record.body, time.time() - record_max_age - 1
+    )
+    await documents.put(SHARED_SCOPE, path, aged, image.id)
+    for path in (f"/v2/images/{image.id}", f"/v2/images/{image.id}/file"):
+        status, body = await status_and_body(edgecache, path, other)
+        assert status == 503, path
+        assert image.data not in body
+    assert (await status_and_body(edgecache, f"/v2/images/{image.id}/file", owner))[0] == 200
+
+
+async def test_the_records_of_cached_images_are_re_read_in_the_background(
+    glance: FakeGlance, upstream_server: UpstreamServer, make_edgecache: EdgecacheFactory
+) -> None:
+    edgecache = await make_edgecache(record_max_age=0.5, **service_credentials(upstream_server.url))
+    owner = glance.add_project("p1")
+    image = glance.add_image(random_bytes(1000), owner="p1")
+    assert (await status_and_body(edgecache, f"/v2/images/{image.id}/file", owner))[0] == 200
+    asked = glance.metadata_requests[image.id]
+    deadline = time.monotonic() + 30
+    while glance.metadata_requests[image.id] < asked + 2:  # two passes, nobody asking
+        assert time.monotonic() < deadline, "the record was not re-read in the background"
+        await asyncio.sleep(0.05)
+    assert await metric(edgecache, "edgecache_record_refreshes_total") >= 2
+
+
+async def metric(client: TestClient, name: str) -> float:
+    async with client.get("/metrics") as resp:
+        text = await resp.text()
+    return float(next(line for line in text.splitlines() if line.startswith(name)).split()[-1])
