@@ -1,7 +1,9 @@
 """`python -m benchmarks [--quick] [--out FILE]`: start everything, measure, report, clean up.
 
 `python -m benchmarks zone [...]` runs the zone scenario instead (benchmarks/zone.py: three
-nodes behind HAProxy in shaped network namespaces; needs root).
+nodes behind HAProxy in shaped network namespaces; needs root). `python -m benchmarks
+rechecks [...]` measures what keeping cached images' records young costs Glance
+(benchmarks/rechecks.py).
 
 Exit status: 0 when every contender returned the right bytes and every process kept running
 (speed is never judged here), 1 when something was broken, 2 for bad options, 130 on Ctrl-C.
@@ -26,8 +28,8 @@ from typing import Any
 
 import aiohttp
 
+from benchmarks import rechecks, zone
 from benchmarks import stack as stack_module
-from benchmarks import zone
 from benchmarks.clients import ClientFailed, ClientPool
 from benchmarks.profile import PySpy, hot_spots
 from benchmarks.report import table, write_json
@@ -47,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     arguments = sys.argv[1:] if argv is None else argv
     if arguments[:1] == ["zone"]:
         return zone.main(arguments[1:])
+    if arguments[:1] == ["rechecks"]:
+        return rechecks.main(arguments[1:])
     try:
         settings = from_args(parser().parse_args(arguments))
     except ConfigError as exc:
