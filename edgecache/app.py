@@ -36,11 +36,12 @@ from edgecache.authorization.recall import Recall
 from edgecache.authorization.revalidate import Revalidator
 from edgecache.config import Settings
 from edgecache.metrics import Metrics
-from edgecache.observe import add_request_id, observe_requests
+from edgecache.observe import OWN_ERRORS_LOG, add_request_id, observe_requests, own_errors_log
 from edgecache.prefetch import Prefetcher
 from edgecache.store.cache import ImageCache
 from edgecache.store.source import RegionSource, SourcePicker
 from edgecache.systemd import systemd_notify_ctx
+from edgecache.upkeep import IndexUpkeep
 from edgecache.upstream import Upstream
 from edgecache.zone import endpoint as zone_endpoint
 from edgecache.zone.siblings import Siblings, ZoneSources
@@ -56,6 +57,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
     app[BUSY_LOG] = busy_log()
+    app[OWN_ERRORS_LOG] = own_errors_log()
     app.on_response_prepare.append(add_request_id)
     app.cleanup_ctx.append(systemd_notify_ctx)  # first: its watchdog pings outlive _components
     app.cleanup_ctx.append(_siblings)
@@ -161,6 +163,15 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
         # Ready once they are in (a few small GETs), or after a connect timeout if the region
         # is slow; then they go on arriving in the background.
         await asyncio.wait({fetching}, timeout=settings.connect_timeout)
+        upkeep = IndexUpkeep(
+            db=cache.index.database,
+            documents=cache.index.documents,
+            decisions=cache.index.decisions,
+            metrics=app[METRICS],
+            max_bytes=settings.index_max_size,
+            document_ttl=settings.decision_ttl,
+        )
+        background.add(asyncio.create_task(upkeep.run_forever(), name="index-upkeep"))
         app[PREFETCHER] = Prefetcher(cache, settings.prefetch_parallel)
         app[PREFETCHER].start()
         try:

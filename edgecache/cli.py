@@ -22,6 +22,7 @@ from edgecache.config import ConfigError, Settings, load_settings, resolve_confi
 from edgecache.console import human_age, human_duration, human_size, table
 from edgecache.logs import LOG_FORMATS, configure_logging
 from edgecache.progress import LogProgress, TerminalProgress
+from edgecache.store.schema import IndexFromNewerRelease
 from edgecache.warm import Outcome, Progress, Warmer, WarmError, token_from
 
 EXIT_FAILED = 1
@@ -108,7 +109,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         configure_logging(settings.log_level, settings.log_format)
         keep_large_buffers()
-        asyncio.run(server.run(settings))
+        try:
+            asyncio.run(server.run(settings))
+        except IndexFromNewerRelease as exc:
+            print(f"edgecache: {exc}", file=sys.stderr)
+            return EXIT_FAILED
         return 0
     try:
         return asyncio.run(_client_command(args, settings))

@@ -87,6 +87,7 @@ class Settings:
     listen_port: int = 9292
     cache_dir: Path = field(default_factory=default_cache_dir)
     max_size: int = 20 * 2**30
+    index_max_size: int = 256 * 2**20
     chunk_size: int = 4 * 2**20
     fill_memory: int = 48 * 2**20
     verify_reads: bool = True
@@ -230,6 +231,7 @@ TOML_KEYS: dict[str, dict[str, str]] = {
     "cache": {
         "dir": "cache_dir",
         "max_size": "max_size",
+        "index_max_size": "index_max_size",
         "chunk_size": "chunk_size",
         "fill_memory": "fill_memory",
         "verify_reads": "verify_reads",
@@ -328,11 +330,11 @@ def _coerce(attr: str, key: str, value: Any) -> dict[str, Any]:
         return {attr: value}
     if attr in ("cache_dir", "admin_socket_path"):
         return {attr: Path(str(value)).expanduser()}
-    if attr in ("max_size", "chunk_size", "fill_memory"):
+    if attr in ("max_size", "index_max_size", "chunk_size", "fill_memory"):
         size = parse_size(value, key)
         if attr == "chunk_size" and not 64 * 2**10 <= size <= 256 * 2**20:
             raise ConfigError(key, "must be between 64KiB and 256MiB")
-        if attr == "fill_memory" and size < 2**20:
+        if attr in ("fill_memory", "index_max_size") and size < 2**20:
             raise ConfigError(key, f"must be at least 1MiB, got {value!r}")
         return {attr: size}
     if attr in ("verify_reads", "verify_md5"):

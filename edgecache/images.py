@@ -8,6 +8,8 @@ from typing import Any
 
 _IMAGE_ID = re.compile(r"^[0-9a-fA-F]{8}-?([0-9a-fA-F]{4}-?){3}[0-9a-fA-F]{12}$")
 SUPPORTED_HASH_ALGOS = frozenset({"sha256", "sha384", "sha512", "sha3_256", "sha3_512", "md5"})
+# Statuses of an image whose data Glance holds (a deactivated image's stays, refused to most).
+_WITH_DATA = frozenset({"active", "deactivated"})
 
 
 def is_image_id(text: str) -> bool:
@@ -38,6 +40,11 @@ class ImageRecord:
             hash_algo=body.get("os_hash_algo") or None,
             hash_value=body.get("os_hash_value") or None,
         )
+
+    @property
+    def has_data(self) -> bool:
+        """Whether Glance holds bytes for the image (not `queued`, `saving`, `importing`...)."""
+        return self.status in _WITH_DATA and self.size is not None
 
     @property
     def cacheable(self) -> bool:

@@ -192,6 +192,20 @@ class Metrics:
             ["outcome"],  # kept, revoked, deleted
             registry=r,
         )
+        self.index_bytes = Gauge(
+            "edgecache_index_bytes",
+            "Bytes the cache index (copies, remembered documents and decisions) takes",
+            registry=r,
+        )
+        self.index_max_bytes = Gauge(
+            "edgecache_index_max_bytes", "[cache] index_max_size", registry=r
+        )
+        self.index_rows_dropped = Counter(
+            "edgecache_index_rows_dropped",
+            "Remembered answers dropped from the index, by reason (age, size)",
+            ["reason"],
+            registry=r,
+        )
         self.oldest_cached_record_age = Gauge(
             "edgecache_oldest_cached_image_record_age_seconds",
             "Age of the oldest remembered Glance record of a cached image, as of the last "

@@ -16,11 +16,23 @@ import uuid
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from edgecache.api.answers import OWN_ERROR
 from edgecache.api.proxy import BYTES_SENT
-from edgecache.appkeys import METRICS
+from edgecache.appkeys import METRICS, UPSTREAM
 from edgecache.headers import REQUEST_ID
+from edgecache.throttle import ThrottledLog
 
 access_log = logging.getLogger("edgecache.access")
+log = logging.getLogger("edgecache")
+# edgecache's own 5xx answers, as ERROR sentences (at most a few a minute in a flood), but
+# those the uplink's absence explains.
+OWN_ERRORS_LOG = web.AppKey("own_errors_log", ThrottledLog)
+
+
+def own_errors_log() -> ThrottledLog:
+    return ThrottledLog(log, logging.ERROR)
+
+
 PASSTHROUGH_ROUTE = "/{tail}"
 _REQUEST_ID = web.RequestKey("request_id", str)
 
@@ -45,6 +57,24 @@ async def observe_requests(request: web.Request, handler: Handler) -> web.Stream
         metrics.requests.labels(route, request.method, str(status)).inc()
         metrics.request_duration.labels(route).observe(duration)
         _log(request, response, route, status, duration)
+        if _own_failure(request, response, status):
+            assert response is not None
+            request.app[OWN_ERRORS_LOG].log(
+                "edgecache answered %s %s with %d itself (request %s): %s",
+                request.method,
+                request.path,
+                status,
+                request[_REQUEST_ID],
+                response[OWN_ERROR],
+            )
+
+
+def _own_failure(request: web.Request, response: web.StreamResponse | None, status: int) -> bool:
+    """A 5xx edgecache wrote itself, not while the uplink is known to be down: that outage has
+    its own log line, and the 503s it causes for data that is not cached are expected."""
+    if status < 500 or response is None or OWN_ERROR not in response:
+        return False
+    return UPSTREAM not in request.app or request.app[UPSTREAM].uplink.online
 
 
 async def add_request_id(request: web.BaseRequest, response: web.StreamResponse) -> None:

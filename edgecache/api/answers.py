@@ -11,6 +11,9 @@ from edgecache.authorization.identity import Caller
 from edgecache.authorization.recall import Answer, not_a_record
 from edgecache.images import ImageRecord
 
+# On a response edgecache wrote itself (not Glance's): what it told the caller.
+OWN_ERROR = web.ResponseKey("own_error", str)
+
 
 def to_response(request: web.Request, answer: Answer, body: bytes | None = None) -> web.Response:
     """Glance's answer as it was; a recalled one says it is from the cache and how old;
@@ -21,6 +24,7 @@ def to_response(request: web.Request, answer: Answer, body: bytes | None = None)
             status=answer.status, body=body, content_type=content_type, charset="UTF-8"
         )
         response.headers.extend(answer.headers)
+        response[OWN_ERROR] = answer.error.explanation
         return response
     response = web.Response(status=answer.status, body=answer.body if body is None else body)
     response.headers.extend(answer.headers)
@@ -66,4 +70,8 @@ async def downloadable_image(
         image = record.image()
     except ValueError:
         return to_response(request, not_a_record())
+    if not image.has_data:
+        # Nothing to cache or check against (Glance answers `queued` with 204, and its
+        # one-byte check with 500): the request goes to Glance as it is, and Glance decides.
+        return image
     return image if download.status == 200 else to_response(request, download)

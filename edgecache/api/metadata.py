@@ -27,7 +27,8 @@ async def image_record(request: web.Request) -> web.StreamResponse:
 async def image_list(request: web.Request) -> web.Response:
     caller = request.app[AUTHORITY].caller(request.headers)
     return to_response(
-        request, await request.app[RECALL].get(request.path_qs, caller, scope=caller.scope)
+        request,
+        await request.app[RECALL].get(request.path_qs, caller, per_caller=True, with_query=True),
     )
 
 
@@ -38,7 +39,7 @@ async def image_members(request: web.Request) -> web.StreamResponse:
         return await passthrough(request)
     caller = request.app[AUTHORITY].caller(request.headers)
     answer = await request.app[RECALL].get(
-        request.path_qs, caller, scope=caller.scope, image_id=image_id, decisions=MEMBER_DECISIONS
+        request.path_qs, caller, per_caller=True, image_id=image_id, decisions=MEMBER_DECISIONS
     )
     return to_response(request, answer)
 

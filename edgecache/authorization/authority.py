@@ -152,6 +152,11 @@ class Authority:
         for key in [key for key in self._decided if key[1] == image_id]:
             del self._decided[key]
 
+    def recent_identity(self, caller: Caller) -> Identity | None:
+        """Who Glance lately accepted this caller's token as, if it did."""
+        known = self._tokens.get(caller.token_hash) if caller.token_hash else None
+        return known.identity if known is not None and known.expires_at > time.time() else None
+
     def just_decided(
         self, caller: Caller, image_id: str, within: float, action: str = SEE
     ) -> int | None:

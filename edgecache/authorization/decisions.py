@@ -21,37 +21,85 @@ from dataclasses import dataclass
 
 from edgecache.authorization.identity import Identity
 from edgecache.store.db import Database
+from edgecache.store.schema import Schema
 
 # A token row is kept this long past its expiry, so that a token known to have expired is
 # answered 401 while the uplink is down rather than 503 (never seen here).
 EXPIRED_TOKENS_KEPT = 24 * 3600.0
 
-SCHEMA = """
-DROP TABLE IF EXISTS tokens;
-DROP TABLE IF EXISTS decisions;
-CREATE TABLE IF NOT EXISTS identities (
-    identity   TEXT PRIMARY KEY,
-    project_id TEXT,
-    roles      TEXT NOT NULL DEFAULT '[]',
-    is_admin   INTEGER NOT NULL DEFAULT 0,
-    expires_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS caller_tokens (
-    token_hash TEXT PRIMARY KEY,
-    identity   TEXT NOT NULL,
-    validated  INTEGER NOT NULL DEFAULT 0,
-    expires_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS grants (
-    identity   TEXT NOT NULL,
-    image_id   TEXT NOT NULL,
-    action     TEXT NOT NULL,
-    status     INTEGER NOT NULL,
-    expires_at REAL NOT NULL,
-    PRIMARY KEY (identity, image_id, action)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS grants_image ON grants (image_id);
-"""
+# Migrated tokens that Keystone never vouched for are kept at most this long from the upgrade:
+# Keystone's default token lifetime (the release that wrote them used them for 12 hours).
+_MIGRATED_TOKEN_LIFE = 3600
+SCHEMA = Schema(
+    owner="decisions",
+    migrations=(
+        # 2026-11-24: decisions per token (known by its keyed hash), the record decision only.
+        """
+        CREATE TABLE tokens (
+            token_hash TEXT PRIMARY KEY,
+            project_id TEXT,
+            is_admin   INTEGER NOT NULL DEFAULT 0,
+            expires_at REAL NOT NULL
+        );
+        CREATE TABLE decisions (
+            token_hash TEXT NOT NULL,
+            image_id   TEXT NOT NULL,
+            status     INTEGER NOT NULL,
+            expires_at REAL NOT NULL,
+            PRIMARY KEY (token_hash, image_id)
+        ) WITHOUT ROWID;
+        CREATE INDEX decisions_image ON decisions (image_id);
+        """,
+        # 2026-12-01: decisions per identity and action. A token of that release becomes its
+        # own identity ("tk:<hash>", with the project Keystone gave it, if any). That release
+        # served an image's bytes on the record decision alone, so its "allowed" decisions
+        # carry over as downloads too, for at most the life of the token that earned them.
+        f"""
+        CREATE TABLE identities (
+            identity   TEXT PRIMARY KEY,
+            project_id TEXT,
+            roles      TEXT NOT NULL DEFAULT '[]',
+            is_admin   INTEGER NOT NULL DEFAULT 0,
+            expires_at REAL NOT NULL
+        );
+        CREATE TABLE caller_tokens (
+            token_hash TEXT PRIMARY KEY,
+            identity   TEXT NOT NULL,
+            validated  INTEGER NOT NULL DEFAULT 0,
+            expires_at REAL NOT NULL
+        );
+        CREATE TABLE grants (
+            identity   TEXT NOT NULL,
+            image_id   TEXT NOT NULL,
+            action     TEXT NOT NULL,
+            status     INTEGER NOT NULL,
+            expires_at REAL NOT NULL,
+            PRIMARY KEY (identity, image_id, action)
+        ) WITHOUT ROWID;
+        CREATE INDEX grants_image ON grants (image_id);
+        INSERT INTO identities (identity, project_id, roles, is_admin, expires_at)
+            SELECT 'tk:' || token_hash, project_id,
+                   CASE WHEN is_admin THEN '["admin"]' ELSE '[]' END, is_admin, expires_at
+            FROM tokens;
+        INSERT INTO caller_tokens (token_hash, identity, validated, expires_at)
+            SELECT token_hash, 'tk:' || token_hash, project_id IS NOT NULL,
+                   CASE WHEN project_id IS NOT NULL THEN expires_at
+                        ELSE MIN(expires_at, strftime('%s', 'now') + {_MIGRATED_TOKEN_LIFE}) END
+            FROM tokens;
+        INSERT INTO grants (identity, image_id, action, status, expires_at)
+            SELECT 'tk:' || token_hash, image_id, 'image', status, expires_at FROM decisions;
+        INSERT INTO grants (identity, image_id, action, status, expires_at)
+            SELECT c.identity, d.image_id, 'download', 200, MIN(d.expires_at, c.expires_at)
+            FROM decisions d JOIN caller_tokens c ON c.token_hash = d.token_hash
+            WHERE d.status = 200;
+        DROP TABLE decisions;
+        DROP TABLE tokens;
+        """,
+    ),
+    version_of_tables=lambda tables: (
+        2 if "caller_tokens" in tables else 1 if "tokens" in tables else 0
+    ),
+)
 
 
 @dataclass(frozen=True)
@@ -158,6 +206,14 @@ class DecisionStore:
 
     async def forget_image(self, image_id: str) -> None:
         await self._db.write("DELETE FROM grants WHERE image_id = ?", (image_id,))
+
+    async def drop_soonest_expiring(self, count: int) -> int:
+        """Drop the `count` remembered answers that would expire first; how many were."""
+        return await self._db.changes(
+            "DELETE FROM grants WHERE (identity, image_id, action) IN"
+            " (SELECT identity, image_id, action FROM grants ORDER BY expires_at LIMIT ?)",
+            (count,),
+        )
 
     async def purge_expired(self) -> None:
         now = time.time()

@@ -17,7 +17,6 @@ from pathlib import Path
 
 from edgecache.authorization.keystone import TokenInfo
 
-ANONYMOUS_SCOPE = "anonymous"
 SECRET_BYTES = 32
 
 
@@ -83,8 +82,3 @@ class Caller:
 
     headers: dict[str, str]
     token_hash: str | None
-
-    @property
-    def scope(self) -> str:
-        """Whose view a caller-dependent document (a list) belongs to."""
-        return self.token_hash or ANONYMOUS_SCOPE

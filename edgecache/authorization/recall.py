@@ -17,7 +17,6 @@ from edgecache.authorization.authority import (
     INVALID_TOKEN,
     RECENT_CAPACITY,
     REWRITE_AFTER,
-    UNVALIDATED_TOKEN,
     Authority,
 )
 from edgecache.authorization.identity import Caller, Identity
@@ -48,6 +47,20 @@ DOWNLOAD_REFUSED = "You are not authorized to complete download_image action."
 # Glance one small read; answers that mean the checks passed:
 _DOWNLOAD_ALLOWED = frozenset({200, 206, 204, 416})  # 204: no data yet; 416: an empty image
 _DOWNLOAD_CHECK = {"Range": "bytes=0-0"}
+
+
+# Per-caller documents (lists, member lists) remembered per identity, the most recently had
+# from Glance first; older ones are dropped.
+PER_IDENTITY = 16
+
+
+@dataclass(frozen=True)
+class _Kept:
+    """Under what a document is remembered: its path (with the query only where it selects
+    the answer), and whether it is the caller's own view."""
+
+    path: str
+    per_caller: bool
 
 
 @dataclass(frozen=True)
@@ -166,36 +179,46 @@ class Recall:
         path_qs: str,
         caller: Caller,
         *,
-        scope: str = SHARED_SCOPE,
+        per_caller: bool = False,
+        with_query: bool = False,
         image_id: str | None = None,
         needs_token: bool = True,
         decisions: frozenset[int] = DECISION_STATUSES,
     ) -> Answer:
         """Glance's answer to `caller` for `path_qs`, or the remembered one if it is down.
 
-        `scope` says whose view the document is (SHARED_SCOPE, or the caller's scope for
-        answers that depend on who asks); `image_id` names the image whose access decides
-        whether a remembered answer may be given to this caller, and `decisions` the statuses
-        of Glance's answer that are its decision on whether the caller may see that image.
+        `per_caller`: the answer depends on who asks (lists, member lists) and is remembered
+        for the caller's identity (at most PER_IDENTITY of them); else it is the same for all
+        who may see it. `with_query`: the query selects the answer (a list's filters); else
+        Glance ignores it and the answer is remembered per path, so that a query cannot grow
+        what is remembered. `image_id` names the image whose access decides whether a
+        remembered answer may be given to this caller, and `decisions` the statuses of
+        Glance's answer that are its decision on whether the caller may see that image.
         `needs_token=False` for the documents Glance serves without authentication (its
         version documents): their answers say nothing about the caller's token.
         """
-        if image_id is not None and (reused := await self._reuse(path_qs, caller, scope, image_id)):
+        kept = _Kept(path_qs if with_query else path_qs.split("?", 1)[0], per_caller)
+        if image_id is not None and (reused := await self._reuse(kept, caller, image_id)):
             return reused
         try:
             fresh = await self._fetch_once(path_qs, caller.headers)
         except TRANSIENT_ERRORS:
-            return self._counted(await self._recall(path_qs, caller, scope, image_id, needs_token))
+            return self._counted(await self._recall(kept, caller, image_id, needs_token))
         if fresh.status in UNAVAILABLE_STATUSES:
-            recalled = await self._recall(path_qs, caller, scope, image_id, needs_token)
+            recalled = await self._recall(kept, caller, image_id, needs_token)
             if recalled.status != 503:
                 return self._counted(recalled)
         if fresh.status == 401:
             self._www_authenticate = fresh.headers.get("WWW-Authenticate", self._www_authenticate)
         with best_effort("Glance's answer"):
-            if needs_token:
+            who = (
                 await self._learn_access(caller, image_id, fresh.status, decisions)
-            await self._learn(path_qs, caller, scope, image_id, fresh)
+                if needs_token
+                else None
+            )
+            scope = who.key if per_caller and who is not None else SHARED_SCOPE
+            if scope != SHARED_SCOPE or not per_caller:
+                await self._learn(kept.path, caller, scope, image_id, fresh)
         self._metrics.metadata_requests.labels("upstream").inc()
         return Answer(fresh.status, fresh.body, forwardable(fresh.headers))
 
@@ -251,8 +274,8 @@ class Recall:
         return Answer(fresh.status, fresh.body, forwardable(fresh.headers))
 
     async def _recall_download(self, caller: Caller, image_id: str) -> Answer:
-        if (unplaced := await self._unplaced(caller)) is not None:
-            return unplaced
+        if isinstance(verdict := await self._authority.offline_identity(caller), int):
+            return self._unplaced(verdict)
         decision = await self._authority.offline_decision(caller, image_id, DOWNLOAD)
         if decision == 200:
             return Answer(200, b"", age=0, uplink_down=True)
@@ -267,16 +290,19 @@ class Recall:
             )
         return refusal(decision, _REFUSALS.get(decision, "").format(image_id=image_id))
 
-    async def _reuse(
-        self, path_qs: str, caller: Caller, scope: str, image_id: str
-    ) -> Answer | None:
+    async def _reuse(self, kept: _Kept, caller: Caller, image_id: str) -> Answer | None:
         """The remembered answer, if Glance allowed this caller this image very lately."""
         if (
             not self._reuse_for
             or self._authority.just_decided(caller, image_id, self._reuse_for) != 200
         ):
             return None
-        document = await self._documents.get(scope, path_qs)
+        who = self._authority.recent_identity(caller)
+        if who is None:
+            return None
+        document = await self._documents.get(
+            who.key if kept.per_caller else SHARED_SCOPE, kept.path
+        )
         if document is None:
             return None
         self._metrics.metadata_requests.labels("cache").inc()
@@ -289,13 +315,15 @@ class Recall:
 
     async def _learn_access(
         self, caller: Caller, image_id: str | None, status: int, decisions: frozenset[int]
-    ) -> None:
-        """What Glance's answer to an authenticated request says of the caller's access."""
+    ) -> Identity | None:
+        """What Glance's answer to an authenticated request says of the caller's access;
+        who the caller is, if Glance accepted it."""
         who = await self._authority.observe(
             caller, status, [image_id] if image_id else [], decisions=decisions
         )
         if image_id is not None and status == 404 and who is not None:
             await self._forget_if_gone(image_id, who)
+        return who
 
     async def _learn(
         self,
@@ -332,6 +360,8 @@ class Recall:
         self._stored[(scope, path)] = (digest, now)  # before the write: a burst writes once
         try:
             await self._documents.put(scope, path, document, image_id)
+            if scope != SHARED_SCOPE:
+                await self._documents.keep_newest(scope, PER_IDENTITY)
         except BaseException:
             self._stored.pop((scope, path), None)
             raise
@@ -366,34 +396,29 @@ class Recall:
                 )
 
     async def _recall(
-        self,
-        path_qs: str,
-        caller: Caller,
-        scope: str,
-        image_id: str | None,
-        needs_token: bool,
+        self, kept: _Kept, caller: Caller, image_id: str | None, needs_token: bool
     ) -> Answer:
-        if needs_token and (unplaced := await self._unplaced(caller)) is not None:
-            return unplaced
+        scope = SHARED_SCOPE
+        if needs_token:
+            who = await self._authority.offline_identity(caller)
+            if isinstance(who, int):
+                return self._unplaced(who)
+            if kept.per_caller:
+                scope = who.key
         if image_id is not None:
             decision = await self._authority.offline_decision(caller, image_id)
             if decision != 200:
                 return refusal(decision, _REFUSALS.get(decision, "").format(image_id=image_id))
-        document = await self._documents.get(scope, path_qs)
+        document = await self._documents.get(scope, kept.path)
         if document is None:
-            return uplink_down(f"the answer to GET {path_qs}")
+            return uplink_down(f"the answer to GET {kept.path}")
         headers = CIMultiDict({"Content-Type": document.content_type})
         return Answer(document.status, document.body, headers, age=document.age, uplink_down=True)
 
-    async def _unplaced(self, caller: Caller) -> Answer | None:
+    def _unplaced(self, verdict: int) -> Answer:
         """The answer for a caller edgecache cannot place while Glance cannot be asked (no
-        token or an invalid one: 401; a token it cannot validate now: 503), else None."""
-        who = await self._authority.offline_identity(caller)
-        if who == INVALID_TOKEN:
-            return self.unauthorized()
-        if who == UNVALIDATED_TOKEN:
-            return token_unverifiable()
-        return None
+        token or an invalid one: 401; a token it cannot validate now: 503)."""
+        return self.unauthorized() if verdict == INVALID_TOKEN else token_unverifiable()
 
 
 def _owned_by(record_body: bytes, project_id: str | None) -> bool:

@@ -17,6 +17,8 @@ from typing import Any
 
 import aiosqlite
 
+from edgecache.store.schema import Schema, migrate
+
 Row = Sequence[Any]
 log = logging.getLogger(__name__)
 
@@ -36,13 +38,17 @@ class Database:
         self._lock = asyncio.Lock()
 
     @classmethod
-    async def open(cls, path: Path, schemas: Iterable[str]) -> Database:
+    async def open(cls, path: Path, schemas: tuple[Schema, ...]) -> Database:
+        """Open (or create) the database and bring its tables to this release's versions;
+        IndexFromNewerRelease if a newer release wrote it."""
         connection = await aiosqlite.connect(path)
-        await connection.execute("PRAGMA journal_mode=WAL")
-        await connection.execute("PRAGMA synchronous=NORMAL")
-        for schema in schemas:
-            await connection.executescript(schema)
-        await connection.commit()
+        try:
+            await connection.execute("PRAGMA journal_mode=WAL")
+            await connection.execute("PRAGMA synchronous=NORMAL")
+            await migrate(connection, path, schemas)
+        except BaseException:
+            await connection.close()
+            raise
         return cls(connection)
 
     async def close(self) -> None:
@@ -66,3 +72,21 @@ class Database:
     async def fetch_all(self, sql: str, parameters: Sequence[Any] = ()) -> list[Row]:
         async with self._lock, self._connection.execute(sql, parameters) as cursor:
             return list(await cursor.fetchall())
+
+    async def used_bytes(self) -> int:
+        """The bytes the database's live pages take (free pages are reused, not counted)."""
+        async with self._lock:
+            sizes = []
+            for pragma in ("page_count", "freelist_count", "page_size"):
+                async with self._connection.execute(f"PRAGMA {pragma}") as cursor:
+                    row = await cursor.fetchone()
+                    sizes.append(int(row[0]) if row else 0)
+        pages, free, page_size = sizes
+        return (pages - free) * page_size
+
+    async def changes(self, sql: str, parameters: Sequence[Any] = ()) -> int:
+        """Run a write and say how many rows it changed."""
+        async with self._lock:
+            cursor = await self._connection.execute(sql, parameters)
+            await self._connection.commit()
+            return cursor.rowcount

@@ -11,22 +11,40 @@ import time
 from dataclasses import dataclass
 
 from edgecache.store.db import Database
+from edgecache.store.schema import Schema
 
 SHARED_SCOPE = "*"
 _BATCH = 500  # parameters per statement (sqlite allows 999 in older builds)
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS documents (
-    scope        TEXT NOT NULL,
-    path         TEXT NOT NULL,
-    image_id     TEXT,
-    status       INTEGER NOT NULL,
-    content_type TEXT NOT NULL,
-    body         BLOB NOT NULL,
-    fetched_at   REAL NOT NULL,
-    PRIMARY KEY (scope, path)
-);
-CREATE INDEX IF NOT EXISTS documents_image ON documents (image_id);
-"""
+# The documents every client reads before anything else, a handful: never dropped.
+_BOOT_DOCUMENT = "scope = '*' AND image_id IS NULL AND path NOT LIKE '/v2/images%'"
+SCHEMA = Schema(
+    owner="documents",
+    migrations=(
+        # 2026-11-24: per-caller documents (lists, member lists) scoped by the token's hash.
+        """
+        CREATE TABLE documents (
+            scope        TEXT NOT NULL,
+            path         TEXT NOT NULL,
+            image_id     TEXT,
+            status       INTEGER NOT NULL,
+            content_type TEXT NOT NULL,
+            body         BLOB NOT NULL,
+            fetched_at   REAL NOT NULL,
+            PRIMARY KEY (scope, path)
+        );
+        CREATE INDEX documents_image ON documents (image_id);
+        """,
+        # Per-caller documents belong to the caller's identity (a token's own is "tk:<hash>",
+        # edgecache.authorization.identity); shared documents are kept per path, not per query.
+        """
+        UPDATE documents SET scope = 'tk:' || scope WHERE scope NOT IN ('*', 'anonymous');
+        DELETE FROM documents WHERE scope = 'anonymous';
+        DELETE FROM documents WHERE scope = '*' AND instr(path, '?') > 0;
+        CREATE INDEX documents_age ON documents (scope, fetched_at);
+        """,
+    ),
+    version_of_tables=lambda tables: 1 if "documents" in tables else 0,
+)
 
 
 @dataclass(frozen=True)
@@ -70,6 +88,30 @@ class DocumentStore:
             (scope, path),
         )
         return Document(int(row[0]), str(row[1]), bytes(row[2]), float(row[3])) if row else None
+
+    async def keep_newest(self, scope: str, count: int) -> None:
+        """Drop all but the `count` documents of `scope` most recently had from Glance."""
+        await self._db.write(
+            "DELETE FROM documents WHERE scope = ? AND path NOT IN (SELECT path FROM documents"
+            " WHERE scope = ? ORDER BY fetched_at DESC LIMIT ?)",
+            (scope, scope, count),
+        )
+
+    async def purge_older_than(self, cutoff: float) -> int:
+        """Drop the documents last had from Glance before `cutoff` (wall clock), but the
+        version documents and schemas every client reads; how many were dropped."""
+        return await self._db.changes(
+            f"DELETE FROM documents WHERE fetched_at < ? AND NOT ({_BOOT_DOCUMENT})", (cutoff,)
+        )
+
+    async def drop_oldest(self, count: int) -> int:
+        """Drop the `count` documents least recently had from Glance (per-caller views first,
+        then image records), never the version documents and schemas."""
+        return await self._db.changes(
+            "DELETE FROM documents WHERE rowid IN (SELECT rowid FROM documents"
+            f" WHERE NOT ({_BOOT_DOCUMENT}) ORDER BY scope = ?, fetched_at LIMIT ?)",
+            (SHARED_SCOPE, count),
+        )
 
     async def forget_image(self, image_id: str) -> None:
         await self._db.write("DELETE FROM documents WHERE image_id = ?", (image_id,))

@@ -22,23 +22,30 @@ from pathlib import Path
 from edgecache.authorization import decisions
 from edgecache.store import documents
 from edgecache.store.db import Database
+from edgecache.store.schema import Schema
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS blobs (
-    image_id      TEXT PRIMARY KEY,
-    size          INTEGER NOT NULL,
-    checksum      TEXT,
-    hash_algo     TEXT,
-    hash_value    TEXT,
-    chunk_size    INTEGER NOT NULL,
-    chunk_digests BLOB NOT NULL,
-    created_at    REAL NOT NULL,
-    last_access   REAL NOT NULL,
-    hits          INTEGER NOT NULL DEFAULT 0,
-    pinned        INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS blobs_lru ON blobs (pinned, last_access);
-"""
+SCHEMA = Schema(
+    owner="blobs",
+    migrations=(
+        """
+        CREATE TABLE blobs (
+            image_id      TEXT PRIMARY KEY,
+            size          INTEGER NOT NULL,
+            checksum      TEXT,
+            hash_algo     TEXT,
+            hash_value    TEXT,
+            chunk_size    INTEGER NOT NULL,
+            chunk_digests BLOB NOT NULL,
+            created_at    REAL NOT NULL,
+            last_access   REAL NOT NULL,
+            hits          INTEGER NOT NULL DEFAULT 0,
+            pinned        INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE INDEX blobs_lru ON blobs (pinned, last_access);
+        """,
+    ),
+    version_of_tables=lambda tables: 1 if "blobs" in tables else 0,
+)
 HIT_FLUSH_SECONDS = 5.0
 _COLUMNS = (
     "image_id, size, checksum, hash_algo, hash_value, chunk_size, chunk_digests,"
@@ -85,9 +92,13 @@ class Index:
         self._hits: dict[str, tuple[int, float]] = {}  # image -> (new hits, last access)
         self._hits_since = time.monotonic()
 
+    @property
+    def database(self) -> Database:
+        return self._db
+
     @classmethod
     async def open(cls, path: Path) -> Index:
-        db = await Database.open(path, (_SCHEMA, documents.SCHEMA, decisions.SCHEMA))
+        db = await Database.open(path, (SCHEMA, documents.SCHEMA, decisions.SCHEMA))
         rows = await db.fetch_all(f"SELECT {_COLUMNS} FROM blobs")
         return cls(db, (_entry(row) for row in rows))
 

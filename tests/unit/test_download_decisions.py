@@ -7,6 +7,7 @@ images are not downloadable by non-admins.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator
 
@@ -238,3 +239,32 @@ async def test_offline_only_keystones_no_makes_a_401(
     expired = glance.renew(token)
     glance.token_expiry[expired] = time.time() - 1
     assert (await fetch(edgecache, image, expired))[0] == 401
+
+
+async def test_an_image_without_data_is_answered_as_glance_answers_it(
+    glance: FakeGlance, edgecache: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """tempest's test_register_upload_get_image_file: a registered image with no data yet."""
+    token = glance.add_project("p1")
+    queued = glance.add_image(b"", owner="p1", status="queued")
+    with caplog.at_level(logging.ERROR):
+        for method in ("GET", "HEAD"):
+            status, body = await fetch(edgecache, queued, token, method=method)
+            assert (status, body) == (204, b""), method
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    reader = glance.add_reader("p1")
+    assert (await fetch(edgecache, queued, reader))[0] == 403  # Glance still decides
+
+
+async def test_edgecaches_own_5xx_answers_are_error_sentences(
+    glance: FakeGlance, edgecache: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    token = glance.add_project("p1")
+    image = glance.add_image(random_bytes(1000), owner="p1")
+    glance.record_overrides[image.id] = b"<html>not a record</html>"
+    with caplog.at_level(logging.ERROR):
+        assert (await fetch(edgecache, image, token))[0] == 502
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1
+    assert errors[0].startswith(f"edgecache answered GET /v2/images/{image.id}/file with 502")
+    assert "did not answer with an image record" in errors[0]
