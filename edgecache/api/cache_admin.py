@@ -116,9 +116,11 @@ async def prune(request: web.Request) -> web.Response:
 
 
 async def clean(request: web.Request) -> web.Response:
-    """Nothing stalls here: partial fills are discarded when they fail or at start-up."""
+    """Glance removes its invalid and stalled files: here, the quarantined copies (partial
+    fills are discarded when they fail, or at start-up)."""
     if (refused := await refusal_for(request, DELETE)) is not None:
         return refused
+    await request.app[CACHE].quarantine.empty()
     return web.Response(status=200)
 
 
