@@ -290,3 +290,29 @@ def wait_glance_cached(glance_url: str, token: str, image_id: str) -> None:
     while image_id not in glance_cached(glance_url, token):
         assert time.monotonic() < deadline, f"Glance never cached {image_id}"
         time.sleep(0.1)
+
+
+def test_glance_cache_clean_removes_quarantined_copies(
+    world: World, edgecache: EdgecacheDaemon
+) -> None:
+    stack = world.stack
+    member = get_token(world.a).value
+    image = world.new_image("private", size=256 * 1024)
+    file_url = f"{edgecache.url}/v2/images/{image.id}/file"
+    assert http("GET", file_url, member, expect={200}).body == image.data
+    blob = edgecache.cache_dir / "blobs" / image.id
+    with blob.open("r+b") as handle:  # a bit flips on disk
+        first = handle.read(1)[0]
+        handle.seek(0)
+        handle.write(bytes([first ^ 1]))
+    got = http("GET", file_url, member, expect={200})
+    assert (got.body, got.headers["X-Edgecache-Source"]) == (image.data, "fill")
+    quarantine = edgecache.cache_dir / "quarantine"
+    assert [path.name.split(".")[0] for path in quarantine.iterdir()] == [image.id]
+
+    refused = glance_as(stack, world.a, "cache-clean", image_url=edgecache.url, check=False)
+    assert "You are not permitted to clean the image cache" in refused.stderr, refused.stderr
+    assert list(quarantine.iterdir())
+    cleaned = glance_as(stack, stack.admin, "cache-clean", image_url=edgecache.url, check=False)
+    assert (cleaned.returncode, cleaned.stderr) == (0, "")
+    assert not list(quarantine.iterdir())
