@@ -136,7 +136,7 @@ class Authority:
         if caller.token_hash is None:
             return frozenset()
         known = await self._accepted(caller, caller.token_hash)
-        return known.identity.roles if known.validated else frozenset()
+        return known.identity.roles if known is not None and known.validated else frozenset()
 
     async def offline_decision(self, caller: Caller, image_id: str, action: str = SEE) -> int:
         """What Glance answered (or would answer) this caller about this image: 200/401/403/
