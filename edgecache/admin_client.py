@@ -52,6 +52,10 @@ class AdminClient:
         path = f"/verify/{image_id}" if image_id else "/verify"
         return list((await self._call("POST", path))["verified"])
 
+    async def clean_quarantine(self) -> dict[str, Any]:
+        """Remove every quarantined copy: {"files": count, "size": bytes}."""
+        return dict(await self._call("DELETE", "/quarantine"))
+
     async def pin(self, image_id: str) -> None:
         await self._call("PUT", f"/pin/{image_id}")
 

@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="uplink, cache size, hit ratio, active fills")
     _admin_flags(status)
 
-    cache = commands.add_parser("cache", help="list, evict or verify cached images")
+    cache = commands.add_parser("cache", help="list, evict, verify or clean cached images")
     cache_commands = cache.add_subparsers(dest="cache_command", required=True)
     _admin_flags(cache_commands.add_parser("list", help="what is cached"))
     evict = cache_commands.add_parser("evict", help="drop one cached image")
@@ -73,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     verify.add_argument("image_id", nargs="?")
     _admin_flags(verify)
+    _admin_flags(cache_commands.add_parser("clean", help="remove the quarantined copies"))
 
     warm = commands.add_parser("warm", help="prefetch images into the running daemon")
     warm.add_argument("images", nargs="*", metavar="IMAGE", help="image ids or names")
@@ -157,6 +158,11 @@ async def _client_command(args: argparse.Namespace, settings: Settings) -> int:
         if args.cache_command == "evict":
             await admin.evict(args.image_id)
             print(f"evicted {args.image_id}")
+            return 0
+        if args.cache_command == "clean":
+            removed = await admin.clean_quarantine()
+            files, size = removed["files"], human_size(removed["size"])
+            print(f"removed {files} quarantined {'copy' if files == 1 else 'copies'} ({size})")
             return 0
         report = await admin.verify(args.image_id)
         rows = [(r["image_id"], human_size(r["size"]), r["problem"] or "ok") for r in report]

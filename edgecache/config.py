@@ -93,6 +93,7 @@ class Settings:
     verify_reads: bool = True
     verify_md5: bool = False
     reverify_after: float = 60.0
+    quarantine_keep: float = 24 * 3600.0
     prefetch_parallel: int = 2
     stall_timeout: float = 60.0
     connect_timeout: float = 5.0
@@ -237,6 +238,7 @@ TOML_KEYS: dict[str, dict[str, str]] = {
         "verify_reads": "verify_reads",
         "verify_md5": "verify_md5",
         "reverify_after": "reverify_after",
+        "quarantine_keep": "quarantine_keep",
         "prefetch_parallel": "prefetch_parallel",
     },
     "zone": {
@@ -364,7 +366,7 @@ def _coerce(attr: str, key: str, value: Any) -> dict[str, Any]:
         "zone_lookup_timeout",
     ):
         return {attr: _seconds(key, value, allow_zero=False)}
-    if attr in ("reverify_after", "reuse_decisions_for"):
+    if attr in ("reverify_after", "reuse_decisions_for", "quarantine_keep"):
         return {attr: _seconds(key, value, allow_zero=True)}
     if attr == "log_format":
         if value not in LOG_FORMATS:

@@ -177,6 +177,20 @@ class Metrics:
         self.cached_images = Gauge(
             "edgecache_cached_images", "Verified image copies on disk", registry=r
         )
+        self.quarantine_files = Gauge(
+            "edgecache_quarantine_files",
+            "Corrupt copies kept in quarantine/ (they count toward max_size)",
+            registry=r,
+        )
+        self.quarantine_bytes = Gauge(
+            "edgecache_quarantine_bytes", "Bytes of the copies in quarantine/", registry=r
+        )
+        self.quarantine_removed = Counter(
+            "edgecache_quarantine_removed_files",
+            "Quarantined copies removed, by reason",
+            ["reason"],  # room (for max_size), age (quarantine_keep), clean (on request)
+            registry=r,
+        )
         # --- offline ---------------------------------------------------------------------
         self.uplink_up = Gauge(
             "edgecache_uplink_up", "1 while the regional Glance is reachable, else 0", registry=r

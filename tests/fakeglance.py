@@ -100,6 +100,12 @@ class FakeGlance:
         self.uploads: dict[str, int] = {}
         self.token_expiry: dict[str, float] = {}  # Keystone's word on a token's expiry
         self.record_overrides: dict[str, bytes] = {}  # image id -> a body that is no record
+        # Glance's own cache management API: off by default (404 "not supported", after the
+        # policy check); policies allow admins, and the projects listed per policy name.
+        self.cache_enabled = False
+        self.cache_policy: dict[str, set[str]] = {}
+        self.own_cache: set[str] = set()  # what Glance's own cache holds or has queued
+        self.cache_answer: int | None = None  # answer every cache API request with this
 
     def make_app(self) -> web.Application:
         """A fresh application over the same state (a stopped server cannot restart an app)."""
@@ -112,7 +118,9 @@ class FakeGlance:
         app.router.add_get("/v2/images/{id}/file", self._download)
         app.router.add_put("/v2/images/{id}/file", self._upload)
         app.router.add_get("/v2/schemas/{name}", self._schema)
-        app.router.add_get("/v2/cache", self._cache_policy)
+        app.router.add_get("/v2/cache", self._cache_state)
+        app.router.add_put("/v2/cache/{id}", self._cache_queue)
+        app.router.add_delete("/v2/cache", self._cache_clear)
         app.router.add_post("/v3/auth/tokens", self._keystone_issue)
         app.router.add_get("/v3/auth/tokens", self._keystone_validate)
         return app
@@ -268,14 +276,48 @@ class FakeGlance:
             return web.Response(body=self.record_overrides[found.id], content_type="text/html")
         return web.json_response(found.record())
 
-    async def _cache_policy(self, request: web.Request) -> web.Response:
-        """Glance 33 with its own cache off: policy first (403), then 'not supported' (404)."""
+    def _cache_refusal(self, project: str, policy: str) -> web.Response | None:
+        """Glance 33's order, once the token (and the image) passed: the policy (403), then
+        404 'not supported' when its own cache is off."""
+        if self.cache_answer is not None:
+            return _error(self.cache_answer, "injected failure")
+        if project != "admin-project" and project not in self.cache_policy.get(policy, ()):
+            return _error(403, "Access was denied to this resource.")
+        if not self.cache_enabled:
+            return _error(404, "Caching via API is not supported at this site.")
+        return None
+
+    async def _cache_state(self, request: web.Request) -> web.Response:
         project = self._caller(request)
         if project is None:
             return _error(401, "The request you have made requires authentication.")
-        if project != "admin-project":
-            return _error(403, "Access was denied to this resource.")
-        return _error(404, "Caching via API is not supported at this site.")
+        if (refused := self._cache_refusal(project, "cache_list")) is not None:
+            return refused
+        return web.json_response({"cached_images": [], "queued_images": sorted(self.own_cache)})
+
+    async def _cache_queue(self, request: web.Request) -> web.Response:
+        found = self._lookup(request)
+        if isinstance(found, web.Response):
+            return found
+        project = self.tokens[request.headers["X-Auth-Token"]]
+        if (refused := self._cache_refusal(project, "cache_image")) is not None:
+            return refused
+        if found.status != "active":
+            return _error(400, "Only images with status active can be targeted for queueing")
+        self.own_cache.add(found.id)
+        return web.Response(status=202)
+
+    async def _cache_clear(self, request: web.Request) -> web.Response:
+        project = self._caller(request)
+        if project is None:
+            return _error(401, "The request you have made requires authentication.")
+        if (refused := self._cache_refusal(project, "cache_delete")) is not None:
+            return refused
+        target = request.headers.get("x-image-cache-clear-target", "").lower()
+        if target not in ("", "cache", "queue"):
+            return _error(400, "If provided 'x-image-cache-clear-target' must be 'cache', ...")
+        self.own_cache.clear()
+        return web.Response(status=204)
 
     async def _members(self, request: web.Request) -> web.Response:
         found = self._lookup(request)

@@ -1,6 +1,6 @@
 """The operator's interface, `/edgecache/admin/...`, answered only on the local admin socket.
 
-`edgecache status`, `cache list|evict|verify` and `warm --pin` use it. It needs no token:
+`edgecache status`, `cache list|evict|verify|clean` and `warm --pin` use it. It needs no token:
 whoever can open the socket (its file mode, 0660) is the site's operator. Over TCP these
 paths do not exist (404), so they are never exposed to the network.
 """
@@ -41,6 +41,7 @@ def add_routes(router: web.UrlDispatcher) -> None:
     router.add_delete(f"{PREFIX}/cache/{{image_id}}", evict)
     router.add_post(f"{PREFIX}/verify", verify)
     router.add_post(f"{PREFIX}/verify/{{image_id}}", verify)
+    router.add_delete(f"{PREFIX}/quarantine", clean_quarantine)
     router.add_put(f"{PREFIX}/pin/{{image_id}}", pin)
     router.add_delete(f"{PREFIX}/pin/{{image_id}}", pin)
 
@@ -119,6 +120,12 @@ async def verify(request: web.Request) -> web.Response:
             }
         )
     return web.json_response({"verified": report})
+
+
+async def clean_quarantine(request: web.Request) -> web.Response:
+    """Remove every quarantined copy."""
+    removed = await request.app[CACHE].quarantine.empty()
+    return web.json_response({"files": removed.files, "size": removed.size})
 
 
 async def pin(request: web.Request) -> web.Response:

@@ -1,10 +1,24 @@
 """Glance's cache management API (`/v2/cache`), answered by edgecache for its own cache.
 
-`glance cache-list`, `cache-queue`, `cache-delete` and `cache-clear` work against edgecache
-as against a Glance with its image cache on. Who may use it is Glance's decision: the caller's
-token is tried on Glance's own `GET /v2/cache`, which enforces the cache policies before it
-looks at whether Glance itself caches (403 = not allowed; 200, or 404 "not supported at this
-site" = allowed). The decision is remembered like any other, for use while the uplink is down.
+`glance cache-list`, `cache-queue`, `cache-delete`, `cache-clear`, `cache-prune` and
+`cache-clean` work against edgecache as against a Glance with its image cache on. Who may use
+it is Glance's decision, asked per action with the caller's token (cache_access.py):
+
+- list (`GET /v2/cache`): Glance's `cache_list`, asked as `GET /v2/cache`;
+- queue (`PUT /v2/cache/{id}`): the image must be visible to the caller, active and carry a
+  checksum, and Glance's `cache_image` with the image as target is asked as the same
+  `PUT /v2/cache/{id}`: Glance's exact decision. A regional Glance that runs its own image
+  cache therefore queues the image there too: it is the caller's own request;
+- delete one image, clear, prune, clean: Glance's `cache_delete`, asked as `DELETE /v2/cache`
+  with an `x-image-cache-clear-target` Glance refuses (400) after its policy check and before
+  it deletes anything, so asking has no side effect at the region. The per-image delete is
+  therefore decided without the image as policy target (Glance's own per-image delete would
+  name it), and prune and clean by `cache_delete` rather than Glance's `cache_prune` and
+  `cache_clean`, which cannot be asked without pruning or cleaning the region's cache;
+- a Glance without the cache API (404) decides nothing: only callers Keystone says have the
+  `admin` role (with `[keystone]`) are allowed then.
+
+Decisions are remembered per action for use while the uplink is down.
 """
 
 from __future__ import annotations
@@ -12,39 +26,14 @@ from __future__ import annotations
 from aiohttp import web
 
 from edgecache.api.answers import to_response, visible_image
-from edgecache.appkeys import AUTHORITY, CACHE, PREFETCHER, RECALL, UPSTREAM
+from edgecache.api.cache_access import CLEAR_TARGET, DELETE, LIST, QUEUE, refusal_for
+from edgecache.appkeys import AUTHORITY, CACHE, PREFETCHER
 from edgecache.authorization.recall import Answer, refusal
 from edgecache.images import is_image_id
-from edgecache.store.db import best_effort
-from edgecache.upstream import TRANSIENT_ERRORS
-
-CACHE_API = "cache-api"  # the pseudo image id under which the decision is remembered
-CLEAR_TARGET = "x-image-cache-clear-target"
-
-
-async def _refused(request: web.Request) -> web.Response | None:
-    """None if the caller may manage the cache, else the refusal to send."""
-    authority = request.app[AUTHORITY]
-    caller = authority.caller(request.headers)
-    try:
-        answer = await request.app[UPSTREAM].fetch("/v2/cache", caller.headers)
-    except TRANSIENT_ERRORS:
-        status = await authority.offline_decision(caller, CACHE_API)
-    else:
-        status = 200 if answer.status in (200, 404) else answer.status
-        with best_effort("Glance's decision"):
-            await authority.observe(caller, status, [CACHE_API])
-    if status == 200:
-        return None
-    if status == 401:
-        return to_response(request, request.app[RECALL].unauthorized())
-    return to_response(
-        request, refusal(403, "You are not authorized to manage this site's image cache.")
-    )
 
 
 async def cache_state(request: web.Request) -> web.Response:
-    if (refused := await _refused(request)) is not None:
+    if (refused := await refusal_for(request, LIST)) is not None:
         return refused
     cache = request.app[CACHE]
     cached = [
@@ -63,12 +52,14 @@ async def cache_state(request: web.Request) -> web.Response:
 
 async def queue_image(request: web.Request) -> web.Response:
     image_id = request.match_info["image_id"]
-    if (refused := await _refused(request) or _invalid_id(request, image_id)) is not None:
-        return refused
+    if (invalid := _invalid_id(request, image_id)) is not None:
+        return invalid
     caller = request.app[AUTHORITY].caller(request.headers)
     image = await visible_image(request, caller, image_id)
     if isinstance(image, web.Response):
         return image
+    if (refused := await refusal_for(request, QUEUE, image_id)) is not None:
+        return refused
     if image.status != "active":
         return to_response(
             request, refusal(400, "Only images with status active can be targeted for queueing")
@@ -83,7 +74,9 @@ async def queue_image(request: web.Request) -> web.Response:
 
 async def delete_entry(request: web.Request) -> web.Response:
     image_id = request.match_info["image_id"]
-    if (refused := await _refused(request) or _invalid_id(request, image_id)) is not None:
+    if (invalid := _invalid_id(request, image_id)) is not None:
+        return invalid
+    if (refused := await refusal_for(request, DELETE)) is not None:
         return refused
     cache = request.app[CACHE]
     dequeued = request.app[PREFETCHER].discard(image_id)
@@ -98,7 +91,7 @@ async def delete_entry(request: web.Request) -> web.Response:
 
 
 async def clear(request: web.Request) -> web.Response:
-    if (refused := await _refused(request)) is not None:
+    if (refused := await refusal_for(request, DELETE)) is not None:
         return refused
     target = request.headers.get(CLEAR_TARGET, "").lower()
     if target not in ("", "cache", "queue"):
@@ -116,16 +109,18 @@ async def clear(request: web.Request) -> web.Response:
 
 
 async def prune(request: web.Request) -> web.Response:
-    if (refused := await _refused(request)) is not None:
+    if (refused := await refusal_for(request, DELETE)) is not None:
         return refused
     files, size = await request.app[CACHE].evictor.prune()
     return web.json_response({"total_files_pruned": files, "total_bytes_pruned": size})
 
 
 async def clean(request: web.Request) -> web.Response:
-    """Nothing stalls here: partial fills are discarded when they fail or at start-up."""
-    if (refused := await _refused(request)) is not None:
+    """Glance removes its invalid and stalled files: here, the quarantined copies (partial
+    fills are discarded when they fail, or at start-up)."""
+    if (refused := await refusal_for(request, DELETE)) is not None:
         return refused
+    await request.app[CACHE].quarantine.empty()
     return web.Response(status=200)
 
 

@@ -188,6 +188,17 @@ class Authority:
         who = await self._decisions.identity(known.identity.key)
         return who if who is not None else UNVALIDATED_TOKEN
 
+    async def accepted_roles(self, caller: Caller) -> frozenset[str]:
+        """Glance accepted this caller's token just now: the roles Keystone says it carries.
+
+        None without `[keystone]`, or for a token Keystone cannot vouch for now: roles are
+        never taken from what the caller sends.
+        """
+        if caller.token_hash is None:
+            return frozenset()
+        known = await self._accepted(caller, caller.token_hash)
+        return known.identity.roles if known is not None and known.validated else frozenset()
+
     async def offline_decision(self, caller: Caller, image_id: str, action: str = SEE) -> int:
         """What Glance answered (or would answer) this caller about this image: 200/401/403/
         404, or 503 where it cannot be known here (a token that cannot be validated now, or

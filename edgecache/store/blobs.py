@@ -2,7 +2,8 @@
 
     <cache_dir>/incoming/<id>.part   a fill in progress (never served after a restart)
     <cache_dir>/blobs/<id>           a verified copy, named in the index
-    <cache_dir>/quarantine/<id>.<t>  a copy whose chunk hashes stopped matching
+    <cache_dir>/quarantine/<id>.<t>  a copy whose chunk hashes stopped matching at Unix
+                                     time t (kept for a while: edgecache.store.quarantine)
 
 Only the steps live here; their order, and who may take them when, is the rule in
 `edgecache.store` (carried out by `edgecache.store.transitions`).
@@ -13,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -84,17 +84,6 @@ class BlobStore:
 
     def delete_partial(self, image_id: str) -> None:
         self.partial_path(image_id).unlink(missing_ok=True)
-
-    def quarantine(self, image_id: str) -> None:
-        target = self.quarantine_dir / f"{image_id}.{int(time.time())}"
-        with contextlib.suppress(FileNotFoundError):
-            os.replace(self.blob_path(image_id), target)
-            log.error(
-                "The stored copy of image %s no longer matches its hashes; it was moved to %s "
-                "and will be fetched again from Glance.",
-                image_id,
-                target,
-            )
 
     @contextlib.contextmanager
     def reading(self, image_id: str) -> Iterator[None]:

@@ -22,6 +22,7 @@ from edgecache.store.evict import Evictor
 from edgecache.store.fill import Fill, FillManager
 from edgecache.store.fillmemory import FillMemory
 from edgecache.store.index import BlobEntry, Index
+from edgecache.store.quarantine import Quarantine
 from edgecache.store.recent import RecentlyVerified
 from edgecache.store.source import SourcePicker
 from edgecache.store.transitions import Transitions
@@ -56,18 +57,23 @@ class ImageCache:
         executors: tuple[ThreadPoolExecutor, ...],
         recent: RecentlyVerified,
         transitions: Transitions,
+        quarantine: Quarantine,
     ) -> None:
         """`executors`: the first for reads and housekeeping; all are shut down at close."""
         self.settings = settings
         self.store = store
         self.index = index
         self.transitions = transitions
+        self.quarantine = quarantine
         self.evictor = evictor
         self.fills = fills
         self._metrics = metrics
         self._executor = executors[0]
         self._executors = executors
         self._recent = recent
+        self._cleaner = asyncio.create_task(
+            quarantine.clean_periodically(), name="quarantine-cleaner"
+        )
 
     @classmethod
     async def open(cls, settings: Settings, sources: SourcePicker, metrics: Metrics) -> ImageCache:
@@ -83,13 +89,20 @@ class ImageCache:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(executor, store.make_layout)
         index = await Index.open(store.index_path)
-        transitions = Transitions(store=store, index=index, executor=store_executor)
+        quarantine = Quarantine(
+            store, keep=settings.quarantine_keep, metrics=metrics, executor=executor
+        )
+        await quarantine.load()
+        transitions = Transitions(
+            store=store, index=index, quarantine=quarantine, executor=store_executor
+        )
         await transitions.recover()
         recent = RecentlyVerified(settings.reverify_after)
         evictor = Evictor(
             max_size=settings.max_size,
             index=index,
             store=store,
+            quarantine=quarantine,
             transitions=transitions,
             metrics=metrics,
         )
@@ -116,9 +129,12 @@ class ImageCache:
             executors=(executor, fill_executor, store_executor),
             recent=recent,
             transitions=transitions,
+            quarantine=quarantine,
         )
 
     async def close(self) -> None:
+        self._cleaner.cancel()
+        await asyncio.gather(self._cleaner, return_exceptions=True)
         await self.fills.close()
         await self.evictor.settle()
         await self.transitions.settle()

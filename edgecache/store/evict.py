@@ -1,5 +1,8 @@
 """Size-capped LRU eviction; space for a fill is reserved before it starts.
 
+Quarantined copies (corrupt ones kept aside, edgecache.store.quarantine) count toward
+max_size too, and are the first to go when room is needed.
+
 Blobs being read are skipped (the blob store counts readers) and fills are not in the index
 until committed, so neither can be evicted. Copies are removed through `Transitions`, like
 every other change of a copy.
@@ -26,6 +29,7 @@ from typing import Any
 from edgecache.metrics import Metrics
 from edgecache.store.blobs import BlobStore
 from edgecache.store.index import Index
+from edgecache.store.quarantine import Quarantine
 from edgecache.store.transitions import Transitions
 
 log = logging.getLogger(__name__)
@@ -40,12 +44,14 @@ class Evictor:
         max_size: int,
         index: Index,
         store: BlobStore,
+        quarantine: Quarantine,
         transitions: Transitions,
         metrics: Metrics,
     ) -> None:
         self.max_size = max_size
         self._index = index
         self._store = store
+        self._quarantine = quarantine
         self._transitions = transitions
         self._metrics = metrics
         self._reserved: dict[str, int] = {}
@@ -80,7 +86,8 @@ class Evictor:
         self._reserved.pop(image_id, None)
 
     async def prune(self) -> tuple[int, int]:
-        """Evict least recently used copies until the cache is within max_size."""
+        """Remove quarantined files, then evict least recently used copies, until the cache
+        is within max_size; (files, bytes) removed."""
         async with self._lock:
             excess = await self._excess()
             if excess <= 0:
@@ -88,8 +95,9 @@ class Evictor:
             return await self._evict(excess)
 
     async def _excess(self) -> int:
-        """Bytes stored and reserved beyond max_size, not counting copies being evicted."""
-        held = await self._index.total_size() + sum(self._reserved.values())
+        """Bytes stored (copies and quarantine) and reserved beyond max_size, not counting
+        copies being evicted."""
+        held = await self._index.total_size() + sum(self._reserved.values()) + self._quarantine.size
         return held - self.max_size - await self._still_indexed_freeing()
 
     def _reader_left(self, image_id: str) -> None:
@@ -119,17 +127,19 @@ class Evictor:
             await asyncio.gather(*self._evicting, return_exceptions=True)
 
     async def _start_evicting(self, wanted: int, *, partial: bool = False) -> bool:
-        """Start removing unread copies, least recently used first, that free `wanted` bytes
-        together; False if all of them would not be enough, and then nothing is removed
-        unless `partial`."""
+        """Remove quarantined files, then start removing unread copies, least recently used
+        first, that free `wanted` bytes together; False if all of them would not be enough,
+        and then nothing is removed unless `partial`."""
         candidates = []
         for image_id, _ in await self._index.eviction_order():
             entry = await self._index.get(image_id)
             if entry is not None and self._evictable(image_id):
                 candidates.append(entry)
-        enough = sum(entry.size for entry in candidates) >= wanted
-        if not enough and not partial:
+        evictable = sum(entry.size for entry in candidates)
+        if self._quarantine.size + evictable < wanted and not partial:
             return False
+        wanted -= (await self._quarantine.make_room(wanted)).size
+        enough = evictable >= wanted
         freed = 0
         for entry in candidates:
             if freed >= wanted:
@@ -186,13 +196,15 @@ class Evictor:
             return dropped is not None
 
     async def _evict(self, wanted: int) -> tuple[int, int]:
-        """Drop unread copies, least recently used first, until `wanted` bytes are freed."""
+        """Remove quarantined files, then drop unread copies, least recently used first,
+        until `wanted` bytes are freed."""
         candidates = [
             (image_id, size)
             for image_id, size in await self._index.eviction_order()
             if self._evictable(image_id)
         ]
-        files = freed = 0
+        quarantined = await self._quarantine.make_room(wanted)
+        files, freed = quarantined.files, quarantined.size
         for image_id, size in candidates:
             if freed >= wanted:
                 break

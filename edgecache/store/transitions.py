@@ -20,6 +20,7 @@ from typing import TypeVar
 from edgecache.store.blobs import BlobStore
 from edgecache.store.index import BlobEntry, Index
 from edgecache.store.locks import ImageLocks
+from edgecache.store.quarantine import Quarantine
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +28,11 @@ T = TypeVar("T")
 
 
 class Transitions:
-    def __init__(self, *, store: BlobStore, index: Index, executor: Executor) -> None:
+    def __init__(
+        self, *, store: BlobStore, index: Index, quarantine: Quarantine, executor: Executor
+    ) -> None:
         self._store = store
+        self._quarantine = quarantine
         self._index = index
         self._executor = executor
         self.locks = ImageLocks()
@@ -91,7 +95,8 @@ class Transitions:
             current = await self._index.get(entry.image_id)
             if current is None or current.generation != entry.generation:
                 return False
-            await self._drop_steps(entry.image_id, self._store.quarantine)
+            await self._index.remove(entry.image_id)  # row first, as in _drop_steps
+            await self._quarantine.admit(entry.image_id)
             return True
 
         return await self._exclusive(entry.image_id, steps)

@@ -113,6 +113,7 @@ async def test_kill_9_during_fills_and_evictions(
     seed: int,
     figures: Reporter,
 ) -> None:
+    glance.cache_enabled = True  # so that Glance's cache_delete lets the admin delete copies
     proxy = FaultProxy(upstream_server.port)
     pacing = Pacing()
     proxy.plan = pacing

@@ -166,6 +166,7 @@ class OpenStackStack:
         self._keystone: _Server | None = None
         self._glance: _Server | None = None
         self._glance_tls: _Server | None = None
+        self._glance_cache: _Server | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -206,7 +207,7 @@ class OpenStackStack:
 
     def stop(self) -> None:
         """Stop every process the stack started (idempotent)."""
-        for server in (self._glance_tls, self._glance, self._keystone):
+        for server in (self._glance_cache, self._glance_tls, self._glance, self._keystone):
             if server is not None:
                 server.stop()
         if self._lifeline is not None:
@@ -244,6 +245,32 @@ class OpenStackStack:
         server.start(self._require(self._lifeline)[0])
         url = f"https://{self.host}:{port}"
         server.wait_ready(f"{url}/healthcheck", tls=ssl.create_default_context(cafile=cafile))
+        return url
+
+    def serve_glance_with_cache(self, policy: Mapping[str, str]) -> str:
+        """A second gunicorn serving the same Glance (same database and store) with its own
+        image cache on, so that its cache management API answers, and ``policy`` as its
+        policy file; returns its URL once it answers. Stopped with the stack."""
+        if self._glance_cache is not None:
+            raise StackError("Glance is already served with its image cache on")
+        port = _free_ports(self.host)[0]
+        url = f"http://{self.host}:{port}"
+        d = self.base_dir / "glance-cache"
+        (d / "image-cache").mkdir(parents=True, exist_ok=True)
+        conf = configparser.ConfigParser(interpolation=None)
+        conf.read(self.base_dir / "glance" / "glance-api.conf")
+        conf["DEFAULT"]["image_cache_dir"] = str(d / "image-cache")
+        conf["DEFAULT"]["worker_self_reference_url"] = url
+        conf["oslo_policy"]["policy_file"] = str(d / "policy.yaml")
+        with (d / "glance-api.conf").open("w") as out:
+            conf.write(out)
+        (d / "policy.yaml").write_text(json.dumps(policy))
+        server = self._gunicorn(
+            "glance-cache", "glance.wsgi.api:application", port, glance_config=d
+        )
+        self._glance_cache = server
+        server.start(self._require(self._lifeline)[0])
+        server.wait_ready(f"{url}/healthcheck")
         return url
 
     def restart_glance(self) -> None:
@@ -581,7 +608,10 @@ class OpenStackStack:
             }
             self._keystone_call("POST", "/endpoints", {"endpoint": endpoint})
 
-    def _gunicorn(self, name: str, app: str, port: int, *options: str) -> _Server:
+    def _gunicorn(
+        self, name: str, app: str, port: int, *options: str, glance_config: Path | None = None
+    ) -> _Server:
+        """``glance_config``: the folder of Glance's configuration (default ``glance/``)."""
         d = self.base_dir / name
         argv = [
             str(self.bin_dir / "gunicorn"),
@@ -600,7 +630,7 @@ class OpenStackStack:
         ]  # fmt: skip
         env = self.client_env() | {
             "OS_KEYSTONE_CONFIG_DIR": str(self.base_dir / "keystone"),
-            "OS_GLANCE_CONFIG_DIR": str(self.base_dir / "glance"),
+            "OS_GLANCE_CONFIG_DIR": str(glance_config or self.base_dir / "glance"),
         }
         return _Server(name, argv, env, d / "server.log")
 

@@ -135,6 +135,11 @@ async def test_cache_verify_finds_and_quarantines_a_flipped_bit(
     code, output = await edgecache_cli("cache", "list", "--socket", socket)
     assert images[1].id not in output
 
+    code, output = await edgecache_cli("cache", "clean", "--socket", socket)
+    assert code == 0, output
+    assert "removed 1 quarantined copy (1.0 MiB)" in output
+    assert not list((cache_dir / "quarantine").iterdir())
+
 
 async def test_admin_paths_do_not_exist_over_tcp(start_daemon: StartDaemon) -> None:
     _, url = await start_daemon()
