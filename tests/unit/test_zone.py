@@ -11,7 +11,7 @@ from aiohttp import web
 
 from tests.conftest import MiB, SpawnEdgecache, UpstreamServer, free_port, random_bytes
 from tests.fakeglance import FakeGlance
-from tests.unit.test_haproxy import NODE_CONFIG, ZONE_SECRET, download, metric
+from tests.zonekit import NODE_CONFIG, ZONE_SECRET, download, metric
 
 
 def lying_sibling(size: int) -> web.Application:

@@ -1,0 +1,60 @@
+"""Shared by the tests of a zone of nodes (test_zone.py, test_haproxy.py): a node's
+configuration and what the tests ask of the nodes."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+import aiohttp
+
+from tests.fakeglance import FakeImage
+
+ZONE_SECRET = "a-secret-of-this-test-zone"
+NODE_CONFIG = """
+[upstream]
+failures_to_offline = 1
+probe_interval = 0.1
+stall_timeout = 5
+read_timeout = 5
+
+[zone]
+peers = [{peers}]
+self = "{me}"
+secret = "{secret}"
+"""
+
+
+async def metric(url: str, sample: str) -> float:
+    """One sample of a node's metrics, e.g. `edgecache_fills_started_total` or
+    `edgecache_served_bytes_total{source="fill"}`."""
+    async with aiohttp.ClientSession() as session, session.get(f"{url}/metrics") as resp:
+        text = await resp.text()
+    match = re.search(rf"^{re.escape(sample)} (\S+)$", text, re.MULTILINE)
+    return float(match.group(1)) if match else 0.0
+
+
+async def download(url: str, image: FakeImage, token: str) -> bytes:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{url}/v2/images/{image.id}/file", headers={"X-Auth-Token": token}) as r,
+    ):
+        assert r.status == 200
+        return await r.read()
+
+
+async def status_of(url: str, headers: dict[str, str], method: str = "GET") -> int:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.request(method, url, headers=headers) as r,
+    ):
+        return r.status
+
+
+async def wait_for_metric(urls: list[str], sample: str, total: float) -> None:
+    """Until the nodes' samples add up to `total`."""
+    for _ in range(600):
+        if sum([await metric(url, sample) for url in urls]) == total:
+            return
+        await asyncio.sleep(0.05)  # polling other processes' state
+    raise AssertionError(f"{sample} never reached {total}")
