@@ -131,6 +131,7 @@ class Settings:
     zone_self: str | None = None
     zone_secret: str | None = None
     zone_lookup_timeout: float = 1.0
+    zone_listen: tuple[str, int] | None = None  # the sibling endpoint's own (host, port)
 
     @property
     def siblings(self) -> tuple[str, ...]:
@@ -236,10 +237,12 @@ TOML_KEYS: dict[str, dict[str, str]] = {
         "self": "zone_self",
         "secret": "zone_secret",
         "lookup_timeout": "zone_lookup_timeout",
+        "listen": "zone_listen",
     },
 }
 TOML_KEYS_BY_ATTR = {attr: key for table in TOML_KEYS.values() for key, attr in table.items()}
 MIN_ZONE_SECRET = 16
+_ANY_ADDRESSES = ("0.0.0.0", "::")
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 # PEM files: Settings attribute -> what the file must hold
 _CERTIFICATE_FILES = ("upstream_client_cert", "keystone_client_cert", "tls_cert")
@@ -296,8 +299,10 @@ def _coerce(attr: str, key: str, value: Any) -> dict[str, Any]:
         if not value:  # a node on its own
             return {}
         return {attr: tuple(_check_url(url, key).rstrip("/") for url in value)}
-    if attr in ("zone_self", "zone_secret") and value == "":  # as for paths: unset
+    if attr in ("zone_self", "zone_secret", "zone_listen") and value == "":  # as for paths: unset
         return {}
+    if attr == "zone_listen":
+        return {attr: _parse_listen(value, key)}
     if attr == "zone_self":
         return {attr: _check_url(value, key).rstrip("/")}
     if attr == "zone_secret":
@@ -412,9 +417,10 @@ def _check_tls_pairs(values: dict[str, Any]) -> None:
 
 
 def _check_zone(values: dict[str, Any]) -> None:
-    """Peers need this node's own address among them and the zone's shared secret."""
+    """Peers need this node's own address among them, the zone's shared secret and the
+    address of the sibling endpoint, which is not the clients' one."""
     if "zone_peers" not in values:
-        for attr in ("zone_self", "zone_secret"):
+        for attr in ("zone_self", "zone_secret", "zone_listen"):
             if attr in values:
                 raise ConfigError(f"zone.{TOML_KEYS_BY_ATTR[attr]}", "set zone.peers too")
         return
@@ -424,6 +430,16 @@ def _check_zone(values: dict[str, Any]) -> None:
         raise ConfigError("zone.self", f"{values['zone_self']} is not one of zone.peers")
     if "zone_secret" not in values:
         raise ConfigError("zone.secret", "required with zone.peers (the nodes share it)")
+    if "zone_listen" not in values:
+        raise ConfigError(
+            "zone.listen", "required with zone.peers: HOST:PORT of the siblings' own listener"
+        )
+    host, port = values["zone_listen"]
+    client_host = values.get("listen_host", Settings.listen_host)
+    if port == values.get("listen_port", Settings.listen_port) and (
+        host == client_host or host in _ANY_ADDRESSES or client_host in _ANY_ADDRESSES
+    ):
+        raise ConfigError("zone.listen", f"{host}:{port} is the clients' address (server.listen)")
 
 
 def _seconds(key: str, value: Any, *, allow_zero: bool) -> float:

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import re
+from dataclasses import dataclass, field
 
 import aiohttp
 
+from tests.conftest import free_port
 from tests.fakeglance import FakeImage
 
 ZONE_SECRET = "a-secret-of-this-test-zone"
@@ -22,7 +24,32 @@ read_timeout = 5
 peers = [{peers}]
 self = "{me}"
 secret = "{secret}"
+listen = "127.0.0.1:{zone_port}"
 """
+
+
+@dataclass(frozen=True)
+class NodePorts:
+    """A node's two listeners: the clients' ([server] listen) and the siblings' ([zone] listen)."""
+
+    client: int = field(default_factory=free_port)
+    zone: int = field(default_factory=free_port)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.client}"
+
+    @property
+    def zone_url(self) -> str:
+        return f"http://127.0.0.1:{self.zone}"
+
+
+def node_config(node: NodePorts, peers: list[str]) -> str:
+    """The [zone] of `node` in a zone of `peers` (zone URLs, this node's among them)."""
+    listed = ", ".join(f'"{peer}"' for peer in peers)
+    return NODE_CONFIG.format(
+        peers=listed, me=node.zone_url, secret=ZONE_SECRET, zone_port=node.zone
+    )
 
 
 async def metric(url: str, sample: str) -> float:

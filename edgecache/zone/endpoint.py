@@ -1,10 +1,10 @@
 """The answering side: a sibling's bytes of an image from this node's stored copy or fill.
 
-Never from the region: a sibling asks here before going there itself. Only nodes that carry
-the zone's secret are answered. The secret, rather than a list of peer addresses, because
-behind HAProxy, NAT or a container network the address a request comes from says little, and
-the secret works the same over the zone's TLS; HAProxy also refuses the path from outside
-(config/haproxy.cfg).
+Never from the region: a sibling asks here before going there itself. The endpoint is its own
+application on its own listener (`[zone] listen`), which the zone's front door never forwards
+to; only nodes that carry the zone's secret are answered. The secret, rather than a list of
+peer addresses, because behind HAProxy, NAT or a container network the address a request comes
+from says little, and the secret works the same over the zone's TLS.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from edgecache.authorization.recall import refusal
 from edgecache.config import Settings
 from edgecache.images import is_image_id
 from edgecache.lowdelay import mark_low_delay
+from edgecache.observe import add_request_id, observe_requests
 from edgecache.ranges import ByteRange, MultipleRanges, RangeNotSatisfiable, parse_range
 from edgecache.store.blobs import BlobCorrupt
 from edgecache.store.fill import Fill, FillFailed
@@ -34,14 +35,30 @@ from edgecache.zone.protocol import (
     FILLING,
     SECRET_HEADER,
     STORED,
+    ZONE_PREFIX,
     version_of,
     version_of_record,
 )
 
 log = logging.getLogger(__name__)
 
-ROUTE = "/zone/v1/images/{image_id}/file"
+ROUTE = f"{ZONE_PREFIX}/{{image_id}}/file"
 ZONE_ONLY = "This endpoint answers only the other edgecache nodes of this zone."
+
+
+def create_zone_app(main: web.Application) -> web.Application:
+    """The sibling endpoint's application, with the main application's components: the main
+    runner must be set up (its components built) before this is called."""
+    app = web.Application(middlewares=[observe_requests])
+    app[SETTINGS] = main[SETTINGS]
+    app[METRICS] = main[METRICS]
+    app[CACHE] = main[CACHE]
+    if SIBLINGS in main:
+        app[SIBLINGS] = main[SIBLINGS]
+    app.on_response_prepare.append(add_request_id)
+    app.router.add_route("GET", ROUTE, sibling_file)
+    app.router.add_route("HEAD", ROUTE, sibling_file)
+    return app
 
 
 async def sibling_file(request: web.Request) -> web.StreamResponse:

@@ -229,14 +229,16 @@ def test_tls_files_that_are_fine_are_taken(tmp_path: Path, pems: dict[str, Path]
 
 ZONE = '[upstream]\nurl = "http://glance:9292"\n[zone]\n'
 PEERS = 'peers = ["http://n1:9292", "http://n2:9292/"]\n'
+SELF_AND_SECRET = 'self = "http://n2:9292"\nsecret = "0123456789abcdef"\n'
 
 
 def test_a_zone_of_nodes(tmp_path: Path) -> None:
     config = tmp_path / "edgecache.toml"
-    config.write_text(ZONE + PEERS + 'self = "http://n2:9292"\nsecret = "0123456789abcdef"\n')
+    config.write_text(ZONE + PEERS + SELF_AND_SECRET + 'listen = "10.0.0.12:9293"\n')
     settings = load_settings(config, {})
     assert settings.zone_peers == ("http://n1:9292", "http://n2:9292")
     assert settings.siblings == ("http://n1:9292",)
+    assert settings.zone_listen == ("10.0.0.12", 9293)
 
 
 @pytest.mark.parametrize(
@@ -252,6 +254,17 @@ def test_a_zone_of_nodes(tmp_path: Path) -> None:
         ('peers = ["node1:9292"]\n', r"^zone\.peers: expected an http\(s\) URL"),
         ('peers = "http://n1:9292"\n', r"^zone\.peers: expected a list"),
         ('secret = "0123456789abcdef"\n', r"^zone\.secret: set zone\.peers too"),
+        (PEERS + SELF_AND_SECRET, r"^zone\.listen: required with zone\.peers"),
+        (PEERS + SELF_AND_SECRET + 'listen = "n2"\n', r"^zone\.listen: expected HOST:PORT"),
+        (
+            PEERS + SELF_AND_SECRET + 'listen = "127.0.0.1:9292"\n',
+            r"^zone\.listen: 127\.0\.0\.1:9292 is the clients' address \(server\.listen\)",
+        ),
+        (
+            PEERS + SELF_AND_SECRET + 'listen = ":9292"\n',
+            r"^zone\.listen: 0\.0\.0\.0:9292 is the clients' address",
+        ),
+        ('listen = "127.0.0.1:9293"\n', r"^zone\.listen: set zone\.peers too"),
     ],
 )
 def test_a_zone_needs_its_own_address_and_a_secret(tmp_path: Path, zone: str, message: str) -> None:

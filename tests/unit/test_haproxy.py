@@ -15,7 +15,15 @@ import pytest
 
 from tests.conftest import MiB, SpawnEdgecache, UpstreamServer, free_port, random_bytes
 from tests.fakeglance import FakeGlance
-from tests.zonekit import NODE_CONFIG, ZONE_SECRET, download, metric, status_of, wait_for_metric
+from tests.zonekit import (
+    ZONE_SECRET,
+    NodePorts,
+    download,
+    metric,
+    node_config,
+    status_of,
+    wait_for_metric,
+)
 
 SHIPPED_CONFIG = Path(__file__).parents[2] / "config" / "haproxy.cfg"
 
@@ -24,6 +32,7 @@ SHIPPED_CONFIG = Path(__file__).parents[2] / "config" / "haproxy.cfg"
 class Zone:
     url: str
     nodes: dict[str, tuple[asyncio.subprocess.Process, str]]  # server name -> (process, url)
+    zone_urls: dict[str, str]  # server name -> its sibling endpoint's URL ([zone] listen)
 
 
 def zone_config(frontend_port: int, nodes: dict[str, str]) -> str:
@@ -54,15 +63,14 @@ async def zone(
 ) -> AsyncIterator[Zone]:
     haproxy = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin")
     assert haproxy, "HAProxy is not installed: apt-get install haproxy (scripts/test.sh does)"
-    ports = {name: free_port() for name in ("node1", "node2", "node3")}
-    peers = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+    ports = {name: NodePorts() for name in ("node1", "node2", "node3")}
+    peers = [node.zone_url for node in ports.values()]
     nodes = {}
-    for name, port in ports.items():
+    for name, node in ports.items():
         config = tmp_path / f"{name}.toml"
-        listed = ", ".join(f'"{url}"' for url in peers.values())
-        config.write_text(NODE_CONFIG.format(peers=listed, me=peers[name], secret=ZONE_SECRET))
+        config.write_text(node_config(node, peers))
         nodes[name] = await spawn_edgecache(
-            upstream_server.url, tmp_path / name, "--config", str(config), port=port
+            upstream_server.url, tmp_path / name, "--config", str(config), port=node.client
         )
     port = free_port()
     config = tmp_path / "haproxy.cfg"
@@ -75,7 +83,7 @@ async def zone(
     url = f"http://127.0.0.1:{port}"
     try:
         await _wait_for_all_servers_up(url, len(nodes))
-        yield Zone(url, nodes)
+        yield Zone(url, nodes, {name: node.zone_url for name, node in ports.items()})
     finally:
         process.terminate()
         await process.wait()
@@ -165,11 +173,18 @@ async def test_every_node_still_asks_glance_about_each_caller(
         file_url = f"{url}/v2/images/{image.id}/file"
         assert await status_of(file_url, {"X-Auth-Token": stranger}) == 404
         assert await status_of(file_url, {"X-Auth-Token": reader}) == 403
-    # The sibling endpoint: never through HAProxy, and only with the zone's secret.
+    # The sibling endpoint: never through HAProxy, not on the clients' listener at all (the
+    # path goes to Glance like any other), and on its own listener only with the zone's secret.
     sibling_path = f"/zone/v1/images/{image.id}/file"
-    assert await status_of(zone.url + sibling_path, {"X-Edgecache-Zone-Secret": ZONE_SECRET}) == 403
-    assert await status_of(urls[0] + sibling_path, {"X-Auth-Token": owner}) == 403
-    assert await status_of(urls[0] + sibling_path, {"X-Edgecache-Zone-Secret": "guess"}) == 403
+    secret = {"X-Edgecache-Zone-Secret": ZONE_SECRET}
+    assert await status_of(zone.url + sibling_path, secret) == 403
+    assert await status_of(urls[0] + sibling_path, secret) == 404
+    sibling_endpoint = zone.zone_urls["node1"]
+    assert await status_of(sibling_endpoint + sibling_path, {"X-Auth-Token": owner}) == 403
+    assert (
+        await status_of(sibling_endpoint + sibling_path, {"X-Edgecache-Zone-Secret": "guess"})
+        == 403
+    )
 
 
 async def test_offline_a_node_without_the_image_takes_it_from_a_sibling(
