@@ -8,7 +8,10 @@ import re
 from dataclasses import dataclass, field
 
 import aiohttp
+from yarl import URL
 
+from edgecache.zone.protocol import ASKER_HEADER
+from edgecache.zone.signing import sign
 from tests.conftest import free_port
 from tests.fakeglance import FakeImage
 
@@ -85,3 +88,29 @@ async def wait_for_metric(urls: list[str], sample: str, total: float) -> None:
             return
         await asyncio.sleep(0.05)  # polling other processes' state
     raise AssertionError(f"{sample} never reached {total}")
+
+
+def signed(
+    path: str,
+    headers: dict[str, str] | None = None,
+    *,
+    method: str = "GET",
+    secret: str = ZONE_SECRET,
+    asker: str = "http://127.0.0.1:1",
+    at: float | None = None,
+) -> dict[str, str]:
+    """The headers of a sibling request for `path`, signed as a node of the zone signs it."""
+    unsigned = {ASKER_HEADER: asker, **(headers or {})}
+    return {**unsigned, **sign(secret, method, path, unsigned, at=at)}
+
+
+async def raw_request(
+    url: str, target: str, headers: dict[str, str], method: str = "GET"
+) -> tuple[int, bytes]:
+    """Status and body of a request for `target` exactly as written (percent-encodings, dot
+    segments and doubled slashes are sent as they are)."""
+    async with (
+        aiohttp.ClientSession() as session,
+        session.request(method, URL(url + target, encoded=True), headers=headers) as response,
+    ):
+        return response.status, await response.read()

@@ -21,11 +21,11 @@ from edgecache.zone.protocol import (
     COPY_HEADER,
     DEPTH_HEADER,
     EXPECT_HEADER,
-    SECRET_HEADER,
     STORED,
     image_path,
     version_of_record,
 )
+from edgecache.zone.signing import sign
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +46,8 @@ class Siblings:
         assert settings.zone_self is not None, "config.py requires [zone] self with peers"
         assert settings.zone_secret is not None, "config.py requires [zone] secret with peers"
         self.peers = settings.siblings
-        self._headers = {
-            SECRET_HEADER: settings.zone_secret,
-            ASKER_HEADER: settings.zone_self,
-            "User-Agent": OWN_USER_AGENT,
-        }
+        self._secret = settings.zone_secret
+        self._headers = {ASKER_HEADER: settings.zone_self, "User-Agent": OWN_USER_AGENT}
         wait = settings.zone_lookup_timeout
         # A sibling still choosing its own source answers a look-up once it has chosen, which
         # takes at most its own look-up: hence twice the time for the whole answer.
@@ -110,10 +107,11 @@ class Siblings:
         return sorted(usable, key=lambda offer: (offer.copy != STORED, -offer.depth))
 
     async def _ask(self, peer: str, image: ImageRecord) -> Offer | None:
+        path = image_path(image.id)
         try:
             async with self.session.head(
-                peer + image_path(image.id),
-                headers={**self._headers, EXPECT_HEADER: version_of_record(image)},
+                peer + path,
+                headers=self._signed("HEAD", path, {EXPECT_HEADER: version_of_record(image)}),
                 timeout=self._lookup_timeout,
                 allow_redirects=False,
             ) as response:
@@ -142,10 +140,16 @@ class Siblings:
         self._metrics.sibling_lookups.labels(offer.copy).inc()
         return offer
 
+    def _signed(self, method: str, path: str, headers: Mapping[str, str]) -> dict[str, str]:
+        """This node's headers and `headers`, signed (edgecache.zone.signing)."""
+        request_headers = {**self._headers, **headers}
+        return {**request_headers, **sign(self._secret, method, path, request_headers)}
+
     def _refused(self, peer: str, status: int) -> None:
         self._metrics.sibling_lookups.labels("error").inc()
         advice = (
-            "make [zone] secret the same on every node of the zone"
+            "make [zone] secret the same on every node of the zone, and keep the nodes' "
+            "clocks synchronized (NTP)"
             if status in (401, 403)
             else "check that [zone] peers names edgecache nodes of this version"
         )
@@ -161,12 +165,10 @@ class Siblings:
         self, peer: str, image_id: str, offset: int
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         """The sibling's bytes of the image from `offset` on; SourceLost if it has none now."""
-        headers = dict(self._headers)
-        if offset:
-            headers["Range"] = f"bytes={offset}-"
+        path = image_path(image_id)
         async with self.session.get(
-            peer + image_path(image_id),
-            headers=headers,
+            peer + path,
+            headers=self._signed("GET", path, {"Range": f"bytes={offset}-"} if offset else {}),
             timeout=self._data_timeout,
             allow_redirects=False,
         ) as response:

@@ -21,6 +21,7 @@ from tests.zonekit import (
     download,
     metric,
     node_config,
+    signed,
     status_of,
     wait_for_metric,
 )
@@ -174,17 +175,19 @@ async def test_every_node_still_asks_glance_about_each_caller(
         assert await status_of(file_url, {"X-Auth-Token": stranger}) == 404
         assert await status_of(file_url, {"X-Auth-Token": reader}) == 403
     # The sibling endpoint: never through HAProxy, not on the clients' listener at all (the
-    # path goes to Glance like any other), and on its own listener only with the zone's secret.
+    # path goes to Glance like any other), and on its own listener only for requests signed
+    # with the zone's secret (which no longer opens it on its own).
     sibling_path = f"/zone/v1/images/{image.id}/file"
-    secret = {"X-Edgecache-Zone-Secret": ZONE_SECRET}
-    assert await status_of(zone.url + sibling_path, secret) == 403
-    assert await status_of(urls[0] + sibling_path, secret) == 404
+    assert await status_of(zone.url + sibling_path, signed(sibling_path)) == 403
+    assert await status_of(urls[0] + sibling_path, signed(sibling_path)) == 404
     sibling_endpoint = zone.zone_urls["node1"]
-    assert await status_of(sibling_endpoint + sibling_path, {"X-Auth-Token": owner}) == 403
-    assert (
-        await status_of(sibling_endpoint + sibling_path, {"X-Edgecache-Zone-Secret": "guess"})
-        == 403
-    )
+    for headers in (
+        {"X-Auth-Token": owner},
+        {"X-Edgecache-Zone-Secret": "guess"},
+        {"X-Edgecache-Zone-Secret": ZONE_SECRET},
+    ):
+        assert await status_of(sibling_endpoint + sibling_path, headers) == 403
+    assert await status_of(sibling_endpoint + sibling_path, signed(sibling_path)) == 200
 
 
 async def test_offline_a_node_without_the_image_takes_it_from_a_sibling(

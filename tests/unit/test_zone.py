@@ -9,6 +9,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from edgecache.zone.signing import SignatureCheck
 from tests.conftest import MiB, SpawnEdgecache, UpstreamServer, free_port, random_bytes
 from tests.fakeglance import FakeGlance
 from tests.zonekit import ZONE_SECRET, NodePorts, download, metric, node_config
@@ -16,9 +17,10 @@ from tests.zonekit import ZONE_SECRET, NodePorts, download, metric, node_config
 
 def lying_sibling(size: int) -> web.Application:
     """Claims a stored copy of every image and sends `size` bytes of zeros for it."""
+    signatures = SignatureCheck(ZONE_SECRET)
 
     async def sibling_file(request: web.Request) -> web.StreamResponse:
-        assert request.headers["X-Edgecache-Zone-Secret"] == ZONE_SECRET
+        assert signatures.refusal(request.method, request.raw_path, request.headers) is None
         headers = {"X-Edgecache-Zone-Copy": "stored", "X-Edgecache-Zone-Depth": "0"}
         response = web.StreamResponse(headers=headers)
         response.content_length = size
