@@ -32,7 +32,7 @@ from edgecache.config import ConfigError, Settings
 from edgecache.malformed import ProtocolLog
 from edgecache.peer_certificate import certificate_file_summary
 from edgecache.systemd import Notifier
-from edgecache.tls import load_server_certificate, server_context
+from edgecache.tls import ServerTls, load_server_certificate, server_context
 from edgecache.unixpath import usable_socket_path
 from edgecache.zone.endpoint import create_zone_app
 
@@ -61,9 +61,11 @@ async def run(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    ssl_context = server_context(settings)
-    if ssl_context is not None:
-        loop.add_signal_handler(signal.SIGHUP, _reload_certificate, ssl_context, settings)
+    listeners = [(server_context(tls), tls) for tls in ServerTls.all(settings)]
+    (ssl_context, _), (zone_context, _) = listeners
+    reloadable = [(context, tls) for context, tls in listeners if context is not None]
+    if reloadable:
+        loop.add_signal_handler(signal.SIGHUP, _reload_certificates, reloadable)
     await runner.setup()
     zone_runner: web.AppRunner | None = None
     try:
@@ -78,8 +80,10 @@ async def run(settings: Settings) -> None:
         if settings.zone_listen is not None:
             zone_runner = make_runner(create_zone_app(app), settings)
             await zone_runner.setup()
-            await web.TCPSite(zone_runner, *settings.zone_listen).start()
-            log.info("answering the zone's siblings on %s:%d", *settings.zone_listen)
+            host, port = settings.zone_listen
+            await web.TCPSite(zone_runner, host, port, ssl_context=zone_context).start()
+            scheme = "https" if zone_context else "http"
+            log.info("answering the zone's siblings on %s://%s:%d", scheme, host, port)
         log.info(
             "serving Glance %s on %s://%s:%d (admin socket %s)",
             settings.upstream_url,
@@ -103,17 +107,25 @@ async def run(settings: Settings) -> None:
         await runner.cleanup()
 
 
-def _reload_certificate(context: ssl.SSLContext, settings: Settings) -> None:
+def _reload_certificates(listeners: list[tuple[ssl.SSLContext, ServerTls]]) -> None:
+    for context, tls in listeners:
+        _reload_certificate(context, tls)
+
+
+def _reload_certificate(context: ssl.SSLContext, tls: ServerTls) -> None:
     try:
-        load_server_certificate(context, settings)
+        load_server_certificate(context, tls)
     except ConfigError as exc:
-        log.error("The TLS certificate was not reloaded (%s); still serving the previous one.", exc)
+        log.error(
+            "The %s was not reloaded (%s); still serving the previous one.", tls.description, exc
+        )
         return
-    assert settings.tls_cert is not None
+    assert tls.cert is not None
     log.info(
-        "TLS certificate reloaded from %s (%s); new connections get it",
-        settings.tls_cert,
-        certificate_file_summary(settings.tls_cert),
+        "%s reloaded from %s (%s); new connections get it",
+        tls.description,
+        tls.cert,
+        certificate_file_summary(tls.cert),
     )
 
 

@@ -16,6 +16,8 @@ from edgecache.images import ImageRecord
 from edgecache.lowdelay import low_delay_socket
 from edgecache.metrics import Metrics
 from edgecache.store.source import SIBLING, ByteSource, RegionSource, SourceLost
+from edgecache.tls import ClientTls, client_context
+from edgecache.upstream_failures import Failure, FailureDescriber
 from edgecache.zone.protocol import (
     ASKER_HEADER,
     COPY_HEADER,
@@ -56,6 +58,16 @@ class Siblings:
             total=None, connect=wait, sock_connect=wait, sock_read=settings.read_timeout
         )
         self._metrics = metrics
+        tls = ClientTls.zone(settings)
+        self._ssl_context = client_context(tls)  # used for the peers named by https URLs
+        self._has_client_certificate = tls.client_cert is not None
+        self._tls_failures = FailureDescriber(
+            context=self._ssl_context,
+            section="zone",
+            has_client_certificate=self._has_client_certificate,
+            timeout=wait,
+        )
+        self._reported: dict[str, Failure] = {}  # peer -> its TLS failure, logged once
         self._session: aiohttp.ClientSession | None = None
         # image id -> siblings before this node in peers that asked for the image while this
         # node was still choosing a source, and so heard that it has none (endpoint.py).
@@ -64,7 +76,7 @@ class Siblings:
     async def start(self) -> None:
         self._session = aiohttp.ClientSession(
             auto_decompress=False,
-            connector=aiohttp.TCPConnector(socket_factory=low_delay_socket),
+            connector=aiohttp.TCPConnector(socket_factory=low_delay_socket, ssl=self._ssl_context),
         )
 
     async def close(self) -> None:
@@ -115,6 +127,7 @@ class Siblings:
                 timeout=self._lookup_timeout,
                 allow_redirects=False,
             ) as response:
+                self._reported.pop(peer, None)
                 if response.status == 404:
                     self._metrics.sibling_lookups.labels("miss").inc()
                     return None
@@ -126,19 +139,43 @@ class Siblings:
                 )
         except (aiohttp.ClientError, TimeoutError) as exc:
             self._metrics.sibling_lookups.labels("error").inc()
-            log.warning(
-                "Sibling %s did not say whether it has image %s (%s); going on without it. "
-                "Check that the node runs and is reachable from this one.",
-                peer,
-                image.id,
-                _reason(exc),
-            )
+            await self._warn(peer, image, exc)
             return None
         except (KeyError, ValueError):
             self._refused(peer, 200)
             return None
         self._metrics.sibling_lookups.labels(offer.copy).inc()
         return offer
+
+    async def _warn(self, peer: str, image: ImageRecord, exc: BaseException) -> None:
+        """One WARNING per look-up that failed, but a TLS failure only once per peer and cause
+        until the peer answers again (it fails every look-up the same way)."""
+        if peer.startswith("https:"):
+            known = self._reported.get(peer)
+            failure = await self._tls_failures.describe(peer, exc, known)
+            if failure.is_tls:
+                if failure != known:
+                    self._reported[peer] = failure
+                    log.warning(
+                        "Sibling %s cannot be asked for images over TLS: %s%s. This node takes "
+                        "images from its other siblings or the region until this is fixed.",
+                        peer,
+                        failure.sentence,
+                        self._certificate_advice(failure),
+                    )
+                return
+        log.warning(
+            "Sibling %s did not say whether it has image %s (%s); going on without it. "
+            "Check that the node runs and is reachable from this one.",
+            peer,
+            image.id,
+            _reason(exc),
+        )
+
+    def _certificate_advice(self, failure: Failure) -> str:
+        if failure.reason == "tls_client_certificate" and self._has_client_certificate:
+            return "; zone.client_cert must be issued by the CA in the sibling's zone.ca_file"
+        return ""
 
     def _signed(self, method: str, path: str, headers: Mapping[str, str]) -> dict[str, str]:
         """This node's headers and `headers`, signed (edgecache.zone.signing)."""
