@@ -21,6 +21,7 @@ from tests.zonekit import (
     download,
     metric,
     node_config,
+    raw_request,
     signed,
     status_of,
     wait_for_metric,
@@ -239,3 +240,57 @@ async def wait_for_uplink(url: str, state: str) -> None:
                 return
         await asyncio.sleep(0.05)  # polling another process's state
     raise AssertionError(f"{url} never reported uplink {state}")
+
+
+# The sibling endpoint's path as an attacker might write it to get past the front door.
+SIBLING_PATH_VARIANTS = [
+    "/zone/v1/images/{}/file",
+    "/%7Aone/v1/images/{}/file",
+    "/%7aone/v1/images/{}/file",
+    "/zon%65/v1/images/{}/file",
+    "/%5A%4F%4E%45/v1/images/{}/file",
+    "/ZONE/v1/images/{}/file",
+    "/Zone/v1/images/{}/file",
+    "//zone/v1/images/{}/file",
+    "/%2Fzone/v1/images/{}/file",
+    "/%2fzone/v1/images/{}/file",
+    "/./zone/v1/images/{}/file",
+    "/%2E/zone/v1/images/{}/file",
+    "/.%2Fzone/v1/images/{}/file",
+    "/x/../zone/v1/images/{}/file",
+    "/x/%2E%2E/zone/v1/images/{}/file",
+    "/x/..%2Fzone/v1/images/{}/file",
+    "/../zone/v1/images/{}/file",
+    "/v2/../zone/v1/images/{}/file",
+    "/zone%2Fv1%2Fimages%2F{}%2Ffile",
+    "/%2Fzone/v1/images/{}/file%",
+]
+HAPROXY_DENIED = b"Request forbidden by administrative rules."
+
+
+async def test_no_way_of_writing_the_sibling_path_gets_image_bytes_from_outside(
+    glance: FakeGlance, zone: Zone
+) -> None:
+    owner = glance.add_project("p1")
+    image = glance.add_image(random_bytes(MiB), owner="p1")
+    urls = [url for _, url in zone.nodes.values()]
+    for url in urls:  # every node stores it
+        assert await download(url, image, owner) == image.data
+    canonical = f"/zone/v1/images/{image.id}/file"
+    assert await raw_request(zone.zone_urls["node1"], canonical, signed(canonical)) == (
+        200,
+        image.data,
+    )
+
+    for variant in SIBLING_PATH_VARIANTS:
+        target = variant.format(image.id)
+        for headers in ({}, {"X-Edgecache-Zone-Secret": ZONE_SECRET}, signed(canonical)):
+            status, body = await raw_request(zone.url, target, headers)
+            assert (status, HAPROXY_DENIED in body) == (403, True), target
+            for url in urls:  # the clients' listener has no sibling endpoint: Glance's 404
+                status, body = await raw_request(url, target, headers)
+                assert status == 404, (url, target, status)
+                assert image.data[:64] not in body
+    for allowed in (f"/v2/images/{image.id}/tags/zone", "/v2/images?tag=zone", "/v2/zone"):
+        _, body = await raw_request(zone.url, allowed, {"X-Auth-Token": owner})
+        assert HAPROXY_DENIED not in body, allowed  # Glance's paths that merely say zone
