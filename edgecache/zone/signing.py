@@ -45,12 +45,11 @@ def sign(
     headers: Mapping[str, str],
     *,
     at: float | None = None,
-    nonce: str | None = None,
 ) -> dict[str, str]:
     """The headers that sign a request to a sibling; `headers` are the request's own (asker,
-    Range, expect). `at` and `nonce` are for tests that need a particular one."""
+    Range, expect). `at` (default: now) is for tests of other times."""
     signed_at = str(int(time.time() if at is None else at))
-    nonce = secrets.token_hex(16) if nonce is None else nonce
+    nonce = secrets.token_hex(16)
     signature = _signature(secret, method, path, headers, signed_at, nonce)
     return {TIME_HEADER: signed_at, NONCE_HEADER: nonce, SIGNATURE_HEADER: signature}
 
