@@ -91,6 +91,7 @@ async def wait_for_metric(urls: list[str], sample: str, total: float) -> None:
 
 
 def signed(
+    node: str,
     path: str,
     headers: dict[str, str] | None = None,
     *,
@@ -99,9 +100,10 @@ def signed(
     asker: str = "http://127.0.0.1:1",
     at: float | None = None,
 ) -> dict[str, str]:
-    """The headers of a sibling request for `path`, signed as a node of the zone signs it."""
+    """The headers of a sibling request for `path` at `node` (its zone URL), signed as a node
+    of the zone signs it."""
     unsigned = {ASKER_HEADER: asker, **(headers or {})}
-    return {**unsigned, **sign(secret, method, path, unsigned, at=at)}
+    return {**unsigned, **sign(secret, method, node + path, unsigned, at=at)}
 
 
 async def raw_request(

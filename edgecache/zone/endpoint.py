@@ -52,7 +52,8 @@ def create_zone_app(main: web.Application) -> web.Application:
     assert settings.zone_secret is not None, "config.py requires [zone] secret with peers"
     app = web.Application(middlewares=[observe_requests])
     app[SETTINGS] = settings
-    app[ZONE_SIGNATURES] = SignatureCheck(settings.zone_secret)
+    assert settings.zone_self is not None, "config.py requires [zone] self with peers"
+    app[ZONE_SIGNATURES] = SignatureCheck(settings.zone_secret, settings.zone_self)
     app[METRICS] = main[METRICS]
     app[CACHE] = main[CACHE]
     if SIBLINGS in main:

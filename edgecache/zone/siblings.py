@@ -123,7 +123,9 @@ class Siblings:
         try:
             async with self.session.head(
                 peer + path,
-                headers=self._signed("HEAD", path, {EXPECT_HEADER: version_of_record(image)}),
+                headers=self._signed(
+                    "HEAD", peer + path, {EXPECT_HEADER: version_of_record(image)}
+                ),
                 timeout=self._lookup_timeout,
                 allow_redirects=False,
             ) as response:
@@ -177,10 +179,10 @@ class Siblings:
             return "; zone.client_cert must be issued by the CA in the sibling's zone.ca_file"
         return ""
 
-    def _signed(self, method: str, path: str, headers: Mapping[str, str]) -> dict[str, str]:
-        """This node's headers and `headers`, signed (edgecache.zone.signing)."""
+    def _signed(self, method: str, url: str, headers: Mapping[str, str]) -> dict[str, str]:
+        """This node's headers and `headers`, signed for `url` (edgecache.zone.signing)."""
         request_headers = {**self._headers, **headers}
-        return {**request_headers, **sign(self._secret, method, path, request_headers)}
+        return {**request_headers, **sign(self._secret, method, url, request_headers)}
 
     def _refused(self, peer: str, status: int) -> None:
         self._metrics.sibling_lookups.labels("error").inc()
@@ -205,7 +207,9 @@ class Siblings:
         path = image_path(image_id)
         async with self.session.get(
             peer + path,
-            headers=self._signed("GET", path, {"Range": f"bytes={offset}-"} if offset else {}),
+            headers=self._signed(
+                "GET", peer + path, {"Range": f"bytes={offset}-"} if offset else {}
+            ),
             timeout=self._data_timeout,
             allow_redirects=False,
         ) as response:

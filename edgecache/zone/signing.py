@@ -1,11 +1,12 @@
 """Signed sibling requests: an HMAC-SHA256 under the zone's secret, which never crosses the wire.
 
 The signature covers everything that decides which bytes a sibling sends (the method, the
-path, the asking node, Range and the expected version of the image) and a time and a nonce of
-the asker's. A request is answered only if its signature is right, its time is within WINDOW
-seconds of this node's clock, and the same signature was not accepted before: a captured
-request cannot be replayed, nor turned into one for other bytes. Accepted signatures are
-remembered until their time leaves the window (after that the time alone refuses them), at
+URL: which node and path, the asking node, Range and the expected version of the image), a time
+and a nonce (two look-ups alike within a second are two requests, not a replay). A request is
+answered only if its signature is right, its time is within WINDOW seconds of this node's
+clock, and the same signature was not accepted before: a captured request can be neither
+replayed, nor sent to another node, nor turned into one for other bytes. Accepted signatures
+are remembered until their time leaves the window (after that the time alone refuses them), at
 most MAX_REMEMBERED of them; only requests signed with the secret are remembered, so nothing
 without it can fill that memory.
 """
@@ -41,16 +42,17 @@ _SIGNATURE = re.compile(r"[0-9a-f]{64}")
 def sign(
     secret: str,
     method: str,
-    path: str,
+    url: str,
     headers: Mapping[str, str],
     *,
     at: float | None = None,
 ) -> dict[str, str]:
-    """The headers that sign a request to a sibling; `headers` are the request's own (asker,
-    Range, expect). `at` (default: now) is for tests of other times."""
+    """The headers that sign a request for `url` (the sibling's URL in [zone] peers, and the
+    path); `headers` are the request's own (asker, Range, expect). `at` (default: now) is for
+    tests of other times."""
     signed_at = str(int(time.time() if at is None else at))
     nonce = secrets.token_hex(16)
-    signature = _signature(secret, method, path, headers, signed_at, nonce)
+    signature = _signature(secret, method, url, headers, signed_at, nonce)
     return {TIME_HEADER: signed_at, NONCE_HEADER: nonce, SIGNATURE_HEADER: signature}
 
 
@@ -80,23 +82,27 @@ TOO_MANY = Refused(
 
 
 class SignatureCheck:
-    """The answering side: which sibling requests carry a valid signature not seen before."""
+    """The answering side (`node`: its own URL in [zone] peers): which sibling requests carry
+    a valid signature not seen before."""
 
     def __init__(
         self,
         secret: str,
+        node: str,
         *,
         capacity: int = MAX_REMEMBERED,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._secret = secret
+        self._node = node
         self._capacity = capacity
         self._clock = clock
         self._accepted: set[str] = set()
         self._forget: list[tuple[float, str]] = []  # heap of (when to forget, signature)
 
     def refusal(self, method: str, path: str, headers: Mapping[str, str]) -> Refused | None:
-        """Why the request is refused, or None: it is answered, and remembered."""
+        """Why the request for `path` (raw, with its query) is refused, or None: it is
+        answered, and remembered."""
         signed_at = headers.get(TIME_HEADER, "")
         nonce = headers.get(NONCE_HEADER, "")
         signature = headers.get(SIGNATURE_HEADER, "")
@@ -109,7 +115,7 @@ class SignatureCheck:
         now = self._clock()
         if abs(now - int(signed_at)) > WINDOW:
             return OUT_OF_TIME
-        expected = _signature(self._secret, method, path, headers, signed_at, nonce)
+        expected = _signature(self._secret, method, self._node + path, headers, signed_at, nonce)
         if not hmac.compare_digest(expected, signature):
             return WRONG_SIGNATURE
         self._forget_expired(now)
@@ -130,7 +136,7 @@ class SignatureCheck:
 def _signature(
     secret: str,
     method: str,
-    path: str,
+    url: str,
     headers: Mapping[str, str],
     signed_at: str,
     nonce: str,
@@ -138,7 +144,7 @@ def _signature(
     # Header values cannot hold a line feed: one field per line is unambiguous.
     fields = (
         method,
-        path,
+        url,
         headers.get(ASKER_HEADER, ""),
         headers.get("Range", ""),
         headers.get(EXPECT_HEADER, ""),

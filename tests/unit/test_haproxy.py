@@ -179,16 +179,19 @@ async def test_every_node_still_asks_glance_about_each_caller(
     # path goes to Glance like any other), and on its own listener only for requests signed
     # with the zone's secret (which no longer opens it on its own).
     sibling_path = f"/zone/v1/images/{image.id}/file"
-    assert await status_of(zone.url + sibling_path, signed(sibling_path)) == 403
-    assert await status_of(urls[0] + sibling_path, signed(sibling_path)) == 404
     sibling_endpoint = zone.zone_urls["node1"]
+    assert await status_of(zone.url + sibling_path, signed(sibling_endpoint, sibling_path)) == 403
+    assert await status_of(urls[0] + sibling_path, signed(sibling_endpoint, sibling_path)) == 404
     for headers in (
         {"X-Auth-Token": owner},
         {"X-Edgecache-Zone-Secret": "guess"},
         {"X-Edgecache-Zone-Secret": ZONE_SECRET},
     ):
         assert await status_of(sibling_endpoint + sibling_path, headers) == 403
-    assert await status_of(sibling_endpoint + sibling_path, signed(sibling_path)) == 200
+    assert (
+        await status_of(sibling_endpoint + sibling_path, signed(sibling_endpoint, sibling_path))
+        == 200
+    )
 
 
 async def test_offline_a_node_without_the_image_takes_it_from_a_sibling(
@@ -276,15 +279,16 @@ async def test_no_way_of_writing_the_sibling_path_gets_image_bytes_from_outside(
     urls = [url for _, url in zone.nodes.values()]
     for url in urls:  # every node stores it
         assert await download(url, image, owner) == image.data
-    canonical = f"/zone/v1/images/{image.id}/file"
-    assert await raw_request(zone.zone_urls["node1"], canonical, signed(canonical)) == (
+    canonical, sibling_endpoint = f"/zone/v1/images/{image.id}/file", zone.zone_urls["node1"]
+    assert await raw_request(sibling_endpoint, canonical, signed(sibling_endpoint, canonical)) == (
         200,
         image.data,
     )
 
     for variant in SIBLING_PATH_VARIANTS:
         target = variant.format(image.id)
-        for headers in ({}, {"X-Edgecache-Zone-Secret": ZONE_SECRET}, signed(canonical)):
+        secret = {"X-Edgecache-Zone-Secret": ZONE_SECRET}
+        for headers in ({}, secret, signed(sibling_endpoint, canonical)):
             status, body = await raw_request(zone.url, target, headers)
             assert (status, HAPROXY_DENIED in body) == (403, True), target
             for url in urls:  # the clients' listener has no sibling endpoint: Glance's 404

@@ -15,9 +15,9 @@ from tests.fakeglance import FakeGlance
 from tests.zonekit import ZONE_SECRET, NodePorts, download, metric, node_config
 
 
-def lying_sibling(size: int) -> web.Application:
+def lying_sibling(url: str, size: int) -> web.Application:
     """Claims a stored copy of every image and sends `size` bytes of zeros for it."""
-    signatures = SignatureCheck(ZONE_SECRET)
+    signatures = SignatureCheck(ZONE_SECRET, url)
 
     async def sibling_file(request: web.Request) -> web.StreamResponse:
         assert signatures.refusal(request.method, request.raw_path, request.headers) is None
@@ -43,12 +43,13 @@ async def test_bytes_from_a_sibling_are_verified_like_the_regions(
 ) -> None:
     token = glance.add_project("p1")
     image = glance.add_image(random_bytes(2 * MiB), owner="p1")
-    runner = web.AppRunner(lying_sibling(len(image.data)))
-    await runner.setup()
     liar_port, node = free_port(), NodePorts()
+    liar = f"http://127.0.0.1:{liar_port}"
+    runner = web.AppRunner(lying_sibling(liar, len(image.data)))
+    await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", liar_port).start()
     config = tmp_path / "node.toml"
-    config.write_text(node_config(node, [node.zone_url, f"http://127.0.0.1:{liar_port}"]))
+    config.write_text(node_config(node, [node.zone_url, liar]))
     try:
         _, url = await spawn_edgecache(
             upstream_server.url, tmp_path / "node", "--config", str(config), port=node.client

@@ -48,50 +48,56 @@ async def node(
 
 JSON = {"Accept": "application/json"}  # refusals in Glance's JSON shape
 Sent = tuple[str, dict[str, str]]  # the path and the headers of a request
+NODE = "http://127.0.0.1:1"  # the zone URL of the node checking signatures, in unit tests
+OTHER_NODE = "http://127.0.0.1:2"  # another zone URL than the node's
 
 
-def unsigned(path: str, other: str) -> Sent:
+def unsigned(node: str, path: str, other: str) -> Sent:
     return path, {ASKER_HEADER: "http://127.0.0.1:1"}
 
 
-def another_secret(path: str, other: str) -> Sent:
-    return path, signed(path, secret="the-secret-of-another-zone")
+def another_secret(node: str, path: str, other: str) -> Sent:
+    return path, signed(node, path, secret="the-secret-of-another-zone")
 
 
-def a_minute_ago(path: str, other: str) -> Sent:
-    return path, signed(path, at=time.time() - 2 * WINDOW)
+def a_minute_ago(node: str, path: str, other: str) -> Sent:
+    return path, signed(node, path, at=time.time() - 2 * WINDOW)
 
 
-def a_minute_ahead(path: str, other: str) -> Sent:
-    return path, signed(path, at=time.time() + 2 * WINDOW)
+def a_minute_ahead(node: str, path: str, other: str) -> Sent:
+    return path, signed(node, path, at=time.time() + 2 * WINDOW)
 
 
-def for_another_image(path: str, other: str) -> Sent:
-    return path, signed(other)
+def for_another_image(node: str, path: str, other: str) -> Sent:
+    return path, signed(node, other)
 
 
-def for_another_range(path: str, other: str) -> Sent:
-    return path, {**signed(path, {"Range": "bytes=0-99"}), "Range": "bytes=100-199"}
+def for_another_range(node: str, path: str, other: str) -> Sent:
+    return path, {**signed(node, path, {"Range": "bytes=0-99"}), "Range": "bytes=100-199"}
 
 
-def range_added(path: str, other: str) -> Sent:
-    return path, {**signed(path), "Range": "bytes=100-"}
+def range_added(node: str, path: str, other: str) -> Sent:
+    return path, {**signed(node, path), "Range": "bytes=100-"}
 
 
-def for_head(path: str, other: str) -> Sent:
-    return path, signed(path, method="HEAD")
+def for_head(node: str, path: str, other: str) -> Sent:
+    return path, signed(node, path, method="HEAD")
 
 
-def for_another_version(path: str, other: str) -> Sent:
-    return path, {**signed(path, {EXPECT_HEADER: "1:a:b"}), EXPECT_HEADER: "2:a:b"}
+def for_another_version(node: str, path: str, other: str) -> Sent:
+    return path, {**signed(node, path, {EXPECT_HEADER: "1:a:b"}), EXPECT_HEADER: "2:a:b"}
 
 
-def by_another_node(path: str, other: str) -> Sent:
-    return path, {**signed(path), ASKER_HEADER: "http://127.0.0.1:2"}
+def by_another_node(node: str, path: str, other: str) -> Sent:
+    return path, {**signed(node, path), ASKER_HEADER: "http://127.0.0.1:2"}
 
 
-def with_a_query(path: str, other: str) -> Sent:
-    return f"{path}?x=1", signed(path)
+def for_another_node(node: str, path: str, other: str) -> Sent:
+    return path, signed(OTHER_NODE, path)
+
+
+def with_a_query(node: str, path: str, other: str) -> Sent:
+    return f"{path}?x=1", signed(node, path)
 
 
 NOT_SIGNED, NOT_NOW, NOT_VALID = "Only requests signed", "seconds away", "not valid for it"
@@ -110,21 +116,25 @@ NOT_SIGNED, NOT_NOW, NOT_VALID = "Only requests signed", "seconds away", "not va
         (for_head, NOT_VALID),
         (for_another_version, NOT_VALID),
         (by_another_node, NOT_VALID),
+        (for_another_node, NOT_VALID),
         (with_a_query, NOT_VALID),
     ],
 )
 async def test_a_request_not_signed_for_exactly_what_it_asks_is_refused(
-    node: StoredImages, tampered: Callable[[str, str], Sent], says: str
+    node: StoredImages, tampered: Callable[[str, str, str], Sent], says: str
 ) -> None:
     path, other = image_path(node.image.id), image_path(node.other.id)
     ranged = {"Range": "bytes=100-199"}
-    assert await raw_request(node.zone_url, path, signed(path)) == (200, node.image.data)
-    assert await raw_request(node.zone_url, path, signed(path, ranged)) == (
+    assert await raw_request(node.zone_url, path, signed(node.zone_url, path)) == (
+        200,
+        node.image.data,
+    )
+    assert await raw_request(node.zone_url, path, signed(node.zone_url, path, ranged)) == (
         206,
         node.image.data[100:200],
     )
 
-    target, headers = tampered(path, other)
+    target, headers = tampered(node.zone_url, path, other)
     status, body = await raw_request(node.zone_url, target, {**headers, **JSON})
     assert status == 403
     refusal = json.loads(body)  # Glance's shape, no image bytes
@@ -134,7 +144,7 @@ async def test_a_request_not_signed_for_exactly_what_it_asks_is_refused(
 
 async def test_a_signed_request_is_answered_once(node: StoredImages) -> None:
     path = image_path(node.image.id)
-    headers = signed(path)
+    headers = signed(node.zone_url, path)
     assert await raw_request(node.zone_url, path, headers) == (200, node.image.data)
     status, body = await raw_request(node.zone_url, path, {**headers, **JSON})
     assert status == 403
@@ -143,9 +153,9 @@ async def test_a_signed_request_is_answered_once(node: StoredImages) -> None:
 
 def test_accepted_signatures_are_forgotten_once_their_time_is_out_of_the_window() -> None:
     now = [1_000_000.0]
-    check = SignatureCheck(ZONE_SECRET, capacity=2, clock=lambda: now[0])
+    check = SignatureCheck(ZONE_SECRET, NODE, capacity=2, clock=lambda: now[0])
     path = image_path("an-image")
-    first, second, third = (signed(path, at=now[0]) for _ in range(3))
+    first, second, third = (signed(NODE, path, at=now[0]) for _ in range(3))
     assert check.refusal("GET", path, first) is None
     assert check.refusal("GET", path, first) is not None  # a replay
     assert check.refusal("GET", path, second) is None
@@ -155,14 +165,17 @@ def test_accepted_signatures_are_forgotten_once_their_time_is_out_of_the_window(
 
     now[0] += WINDOW + 1  # the first two are out of the window: forgotten, and refused by time
     assert check.refusal("GET", path, first) is not None
-    later = signed(path, at=now[0])
+    later = signed(NODE, path, at=now[0])
     assert check.refusal("GET", path, later) is None
 
 
 def test_requests_without_the_secret_are_not_remembered() -> None:
-    check = SignatureCheck(ZONE_SECRET, capacity=1)
+    check = SignatureCheck(ZONE_SECRET, NODE, capacity=1)
     path = image_path("an-image")
     for _ in range(10):
-        guess = {ASKER_HEADER: "x", **sign("not-the-zone-secret", "GET", path, {ASKER_HEADER: "x"})}
+        guess = {
+            ASKER_HEADER: "x",
+            **sign("not-the-zone-secret", "GET", NODE + path, {ASKER_HEADER: "x"}),
+        }
         assert check.refusal("GET", path, guess) is not None
-    assert check.refusal("GET", path, signed(path)) is None  # its one place was still free
+    assert check.refusal("GET", path, signed(NODE, path)) is None  # its one place was still free

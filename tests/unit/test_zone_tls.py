@@ -103,7 +103,8 @@ def exchange(port: int, context: ssl.SSLContext, path: str) -> bytes:
     """Over a connection made with `context` (an ssl.SSLError if the handshake is refused), a
     signed GET of `path`, and all that the zone listener sends back."""
     lines = [f"GET {path} HTTP/1.1", "Host: localhost", "Connection: close"]
-    lines += [f"{name}: {value}" for name, value in signed(path).items()]
+    node = f"https://localhost:{port}"
+    lines += [f"{name}: {value}" for name, value in signed(node, path).items()]
     with (
         socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
         context.wrap_socket(raw, server_hostname="localhost") as tls,
