@@ -39,6 +39,7 @@ FRONT_ADDRESS = f"{SUBNET}.1"
 REGION_ADDRESS = f"{SUBNET}.2"
 NODE_ADDRESSES = {"node1": f"{SUBNET}.11", "node2": f"{SUBNET}.12", "node3": f"{SUBNET}.13"}
 PORT = 9292
+ZONE_PORT = 9293  # the nodes' zone listeners ([zone] listen), which HAProxy does not know
 
 
 @dataclass(frozen=True)
@@ -166,9 +167,11 @@ def haproxy_config(zone_mode: bool) -> str:
 def node_config(name: str, zone_mode: bool, secret: str) -> str:
     if not zone_mode:
         return ""
-    peers = ", ".join(f'"http://{address}:{PORT}"' for address in NODE_ADDRESSES.values())
-    me = f"http://{NODE_ADDRESSES[name]}:{PORT}"
-    return f'[zone]\npeers = [{peers}]\nself = "{me}"\nsecret = "{secret}"\n'
+    peers = ", ".join(f'"http://{address}:{ZONE_PORT}"' for address in NODE_ADDRESSES.values())
+    me = f"{NODE_ADDRESSES[name]}:{ZONE_PORT}"
+    return (
+        f'[zone]\npeers = [{peers}]\nself = "http://{me}"\nlisten = "{me}"\nsecret = "{secret}"\n'
+    )
 
 
 def measure(

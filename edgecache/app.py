@@ -43,7 +43,6 @@ from edgecache.store.source import RegionSource, SourcePicker
 from edgecache.systemd import systemd_notify_ctx
 from edgecache.upkeep import IndexUpkeep
 from edgecache.upstream import Upstream
-from edgecache.zone import endpoint as zone_endpoint
 from edgecache.zone.siblings import Siblings, ZoneSources
 
 IMAGE_ID = r"{image_id:[^/]+}"
@@ -74,8 +73,6 @@ def create_app(settings: Settings) -> web.Application:
     router.add_get("/v2/schemas/{schema:.+}", schema, allow_head=False)
     router.add_route("GET", f"/v2/images/{IMAGE_ID}/file", image_file)
     router.add_route("HEAD", f"/v2/images/{IMAGE_ID}/file", image_file)
-    router.add_route("GET", zone_endpoint.ROUTE, zone_endpoint.sibling_file)
-    router.add_route("HEAD", zone_endpoint.ROUTE, zone_endpoint.sibling_file)
     router.add_get("/v2/cache", cache_admin.cache_state, allow_head=False)
     router.add_delete("/v2/cache", cache_admin.clear)
     router.add_put("/v2/cache/{image_id}", cache_admin.queue_image)

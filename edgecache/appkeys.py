@@ -14,6 +14,7 @@ from edgecache.prefetch import Prefetcher
 from edgecache.store.cache import ImageCache
 from edgecache.upstream import Upstream
 from edgecache.zone.siblings import Siblings
+from edgecache.zone.signing import SignatureCheck
 
 SETTINGS = web.AppKey("settings", Settings)
 METRICS = web.AppKey("metrics", Metrics)
@@ -26,3 +27,4 @@ REVALIDATOR = web.AppKey("revalidator", Revalidator)
 PREFETCHER = web.AppKey("prefetcher", Prefetcher)
 SIBLINGS = web.AppKey("siblings", Siblings)  # only in a zone of several nodes ([zone] peers)
 KEYSTONE_SESSION = web.AppKey("keystone_session", aiohttp.ClientSession)
+ZONE_SIGNATURES = web.AppKey("zone_signatures", SignatureCheck)  # the zone's application only

@@ -135,6 +135,12 @@ class Settings:
     zone_self: str | None = None
     zone_secret: str | None = None
     zone_lookup_timeout: float = 1.0
+    zone_listen: tuple[str, int] | None = None  # the sibling endpoint's own (host, port)
+    zone_ca_file: Path | None = None
+    zone_client_cert: Path | None = None
+    zone_client_key: Path | None = None
+    zone_tls_cert: Path | None = None
+    zone_tls_key: Path | None = None
 
     @property
     def siblings(self) -> tuple[str, ...]:
@@ -246,15 +252,35 @@ TOML_KEYS: dict[str, dict[str, str]] = {
         "self": "zone_self",
         "secret": "zone_secret",
         "lookup_timeout": "zone_lookup_timeout",
+        "listen": "zone_listen",
+        "ca_file": "zone_ca_file",
+        "client_cert": "zone_client_cert",
+        "client_key": "zone_client_key",
+        "tls_cert": "zone_tls_cert",
+        "tls_key": "zone_tls_key",
     },
 }
 TOML_KEYS_BY_ATTR = {attr: key for table in TOML_KEYS.values() for key, attr in table.items()}
 MIN_ZONE_SECRET = 16
+_ANY_ADDRESSES = ("0.0.0.0", "::")
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 # PEM files: Settings attribute -> what the file must hold
-_CERTIFICATE_FILES = ("upstream_client_cert", "keystone_client_cert", "tls_cert")
-_KEY_FILES = ("upstream_client_key", "keystone_client_key", "tls_key")
-_CA_FILES = ("upstream_ca_file", "keystone_ca_file", "tls_client_ca")
+_CERTIFICATE_FILES = (
+    "upstream_client_cert",
+    "keystone_client_cert",
+    "tls_cert",
+    "zone_client_cert",
+    "zone_tls_cert",
+)
+_KEY_FILES = (
+    "upstream_client_key",
+    "keystone_client_key",
+    "tls_key",
+    "zone_client_key",
+    "zone_tls_key",
+)
+_CA_FILES = ("upstream_ca_file", "keystone_ca_file", "tls_client_ca", "zone_ca_file")
+_ZONE_TLS = ("zone_ca_file", "zone_client_cert", "zone_client_key", "zone_tls_cert", "zone_tls_key")
 _PEM_CERTIFICATE = "-----BEGIN CERTIFICATE-----"
 _PEM_PRIVATE_KEY = re.compile(r"-----BEGIN (?:[A-Z]+ )?PRIVATE KEY-----")
 
@@ -306,8 +332,10 @@ def _coerce(attr: str, key: str, value: Any) -> dict[str, Any]:
         if not value:  # a node on its own
             return {}
         return {attr: tuple(_check_url(url, key).rstrip("/") for url in value)}
-    if attr in ("zone_self", "zone_secret") and value == "":  # as for paths: unset
+    if attr in ("zone_self", "zone_secret", "zone_listen") and value == "":  # as for paths: unset
         return {}
+    if attr == "zone_listen":
+        return {attr: _parse_listen(value, key)}
     if attr == "zone_self":
         return {attr: _check_url(value, key).rstrip("/")}
     if attr == "zone_secret":
@@ -407,6 +435,8 @@ def _check_tls_pairs(values: dict[str, Any]) -> None:
         ("upstream", "upstream_client_cert", "upstream_client_key"),
         ("keystone", "keystone_client_cert", "keystone_client_key"),
         ("server", "tls_cert", "tls_key"),
+        ("zone", "zone_client_cert", "zone_client_key"),
+        ("zone", "zone_tls_cert", "zone_tls_key"),
     ):
         cert_name, key_name = TOML_KEYS_BY_ATTR[cert], TOML_KEYS_BY_ATTR[key]
         if key in values and cert not in values:
@@ -424,9 +454,10 @@ def _check_tls_pairs(values: dict[str, Any]) -> None:
 
 
 def _check_zone(values: dict[str, Any]) -> None:
-    """Peers need this node's own address among them and the zone's shared secret."""
+    """Peers need this node's own address among them, the zone's shared secret and the
+    address of the sibling endpoint, which is not the clients' one."""
     if "zone_peers" not in values:
-        for attr in ("zone_self", "zone_secret"):
+        for attr in ("zone_self", "zone_secret", "zone_listen", *_ZONE_TLS):
             if attr in values:
                 raise ConfigError(f"zone.{TOML_KEYS_BY_ATTR[attr]}", "set zone.peers too")
         return
@@ -436,6 +467,32 @@ def _check_zone(values: dict[str, Any]) -> None:
         raise ConfigError("zone.self", f"{values['zone_self']} is not one of zone.peers")
     if "zone_secret" not in values:
         raise ConfigError("zone.secret", "required with zone.peers (the nodes share it)")
+    if "zone_listen" not in values:
+        raise ConfigError(
+            "zone.listen", "required with zone.peers: HOST:PORT of the siblings' own listener"
+        )
+    host, port = values["zone_listen"]
+    client_host = values.get("listen_host", Settings.listen_host)
+    if port == values.get("listen_port", Settings.listen_port) and (
+        host == client_host or host in _ANY_ADDRESSES or client_host in _ANY_ADDRESSES
+    ):
+        raise ConfigError("zone.listen", f"{host}:{port} is the clients' address (server.listen)")
+    _check_zone_tls(values)
+
+
+def _check_zone_tls(values: dict[str, Any]) -> None:
+    """The zone listener speaks what zone.self says, and a node that asks its siblings for a
+    client certificate presents one to them too (they have the same settings)."""
+    https = values["zone_self"].startswith("https:")
+    if https and "zone_tls_cert" not in values:
+        raise ConfigError("zone.tls_cert", "required: zone.self is an https URL")
+    if not https and "zone_tls_cert" in values:
+        raise ConfigError("zone.self", "expected an https URL: zone.tls_cert is set")
+    if "zone_tls_cert" in values and "zone_ca_file" in values and "zone_client_cert" not in values:
+        raise ConfigError(
+            "zone.client_cert",
+            "required with zone.tls_cert and zone.ca_file: the siblings ask for one",
+        )
 
 
 def _seconds(key: str, value: Any, *, allow_zero: bool) -> float:

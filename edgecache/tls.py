@@ -1,4 +1,5 @@
-"""SSL contexts from the settings: the upstream's, Keystone's, and edgecache's own endpoint's.
+"""SSL contexts from the settings: the upstream's, Keystone's, the zone's (asking siblings and
+answering them), and edgecache's own endpoint's.
 
 Contexts are built once at start-up; a certificate and key that do not belong together (or any
 other file OpenSSL refuses) is a ConfigError naming the key, like every other bad setting.
@@ -31,7 +32,7 @@ _TLS12_CIPHERS = ":".join(
 
 @dataclass(frozen=True)
 class ClientTls:
-    """How edgecache reaches one kind of server over HTTPS ([upstream] or [keystone])."""
+    """How edgecache reaches one kind of server over HTTPS ([upstream], [keystone], [zone])."""
 
     section: str
     ca_file: Path | None
@@ -58,6 +59,56 @@ class ClientTls:
             settings.keystone_client_key,
             settings.keystone_verify,
         )
+
+    @classmethod
+    def zone(cls, settings: Settings) -> ClientTls:
+        """The siblings: always verified, against the zone's CA if one is set."""
+        return cls(
+            "zone",
+            settings.zone_ca_file,
+            settings.zone_client_cert,
+            settings.zone_client_key,
+            verify=True,
+        )
+
+
+@dataclass(frozen=True)
+class ServerTls:
+    """How one of edgecache's listeners serves HTTPS ([server] for clients, [zone] for siblings)."""
+
+    section: str
+    cert: Path | None
+    key: Path | None
+    client_ca: Path | None  # then client certificates are required
+    client_ca_setting: str
+    description: str  # for log lines
+
+    @classmethod
+    def server(cls, settings: Settings) -> ServerTls:
+        return cls(
+            "server",
+            settings.tls_cert,
+            settings.tls_key,
+            settings.tls_client_ca,
+            "server.tls_client_ca",
+            "TLS certificate",
+        )
+
+    @classmethod
+    def zone(cls, settings: Settings) -> ServerTls:
+        return cls(
+            "zone",
+            settings.zone_tls_cert,
+            settings.zone_tls_key,
+            settings.zone_ca_file,
+            "zone.ca_file",
+            "TLS certificate of the zone listener",
+        )
+
+    @classmethod
+    def all(cls, settings: Settings) -> tuple[ServerTls, ServerTls]:
+        """The clients' listener's, then the zone listener's."""
+        return cls.server(settings), cls.zone(settings)
 
 
 def client_context(tls: ClientTls) -> ssl.SSLContext:
@@ -92,35 +143,35 @@ def warn_if_unverified(tls: ClientTls, endpoints: tuple[str, ...]) -> None:
         )
 
 
-def server_context(settings: Settings) -> ssl.SSLContext | None:
-    """The context of edgecache's own HTTPS endpoint, or None for plain HTTP."""
-    if settings.tls_cert is None:
+def server_context(tls: ServerTls) -> ssl.SSLContext | None:
+    """The context of one of edgecache's own HTTPS listeners, or None for plain HTTP."""
+    if tls.cert is None:
         return None
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.set_ciphers(_TLS12_CIPHERS)
     context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
-    load_server_certificate(context, settings)
-    if settings.tls_client_ca is not None:
-        _load_ca(context, "server.tls_client_ca", settings.tls_client_ca)
+    load_server_certificate(context, tls)
+    if tls.client_ca is not None:
+        _load_ca(context, tls.client_ca_setting, tls.client_ca)
         context.verify_mode = ssl.CERT_REQUIRED
     return context
 
 
-def load_server_certificate(context: ssl.SSLContext, settings: Settings) -> None:
-    """(Re)load the endpoint's certificate and key; only handshakes after this one see it.
+def load_server_certificate(context: ssl.SSLContext, tls: ServerTls) -> None:
+    """(Re)load the listener's certificate and key; only handshakes after this one see it.
 
     The pair is tried on a scratch context first: a failed load into the live one could leave
     it with the new certificate and no key, and every later handshake would fail.
     """
-    assert settings.tls_cert is not None
+    assert tls.cert is not None
     try:
-        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(settings.tls_cert, settings.tls_key)
-        context.load_cert_chain(settings.tls_cert, settings.tls_key)
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(tls.cert, tls.key)
+        context.load_cert_chain(tls.cert, tls.key)
     except (ssl.SSLError, OSError) as exc:
         raise ConfigError(
-            "server.tls_key",
-            f"{settings.tls_cert} and its key cannot be used together ({_reason(exc)})",
+            f"{tls.section}.tls_key",
+            f"{tls.cert} and its key cannot be used together ({_reason(exc)})",
         ) from exc
 
 
@@ -128,7 +179,9 @@ def check(settings: Settings) -> None:
     """Build every context once, so a file OpenSSL refuses stops start-up (ConfigError)."""
     client_context(ClientTls.upstream(settings))
     client_context(ClientTls.keystone(settings))
-    server_context(settings)
+    client_context(ClientTls.zone(settings))
+    for listener in ServerTls.all(settings):
+        server_context(listener)
 
 
 def _load_ca(context: ssl.SSLContext, key: str, path: Path) -> None:

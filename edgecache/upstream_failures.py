@@ -4,12 +4,13 @@ TLS failures (a certificate that does not verify, an expired one, a hostname mis
 client certificate the server refused) are logged as one ERROR line per endpoint and cause
 until the endpoint answers again; every failure is counted in
 `edgecache_upstream_failures_total{reason}`, and its sentence becomes the uplink's reason.
+The words alone (FailureDescriber) also say why a sibling of the zone cannot be asked
+(edgecache.zone.siblings).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import socket
 import ssl
@@ -59,17 +60,19 @@ class FailureExplainer:
         timeout: float,
         metrics: Metrics,
     ) -> None:
-        self._context = context
-        self._section = section
-        self._has_client_certificate = has_client_certificate
-        self._timeout = timeout
+        self._describer = FailureDescriber(
+            context=context,
+            section=section,
+            has_client_certificate=has_client_certificate,
+            timeout=timeout,
+        )
         self._metrics = metrics
         self._reported: dict[str, Failure] = {}
 
     async def explain(self, endpoint: str, exc: BaseException) -> Failure:
         """Describe and count one failure; a new TLS cause of an endpoint is logged (ERROR)."""
         known = self._reported.get(endpoint)
-        failure = await self._describe(endpoint, exc, known)
+        failure = await self._describer.describe(endpoint, exc, known)
         self._count(endpoint, failure)
         return failure
 
@@ -92,7 +95,26 @@ class FailureExplainer:
             failure.sentence[0].upper() + failure.sentence[1:],
         )
 
-    async def _describe(self, endpoint: str, exc: BaseException, known: Failure | None) -> Failure:
+
+class FailureDescriber:
+    """A failed request to a server in words; for TLS, which setting of `section` to fix."""
+
+    def __init__(
+        self,
+        *,
+        context: ssl.SSLContext,
+        section: str,
+        has_client_certificate: bool,
+        timeout: float,
+    ) -> None:
+        self._context = context
+        self._section = section
+        self._has_client_certificate = has_client_certificate
+        self._timeout = timeout
+
+    async def describe(self, endpoint: str, exc: BaseException, known: Failure | None) -> Failure:
+        """`known`: the failure described last for this endpoint, if any (a certificate
+        failure of the same kind is not looked into again)."""
         if isinstance(exc, aiohttp.ClientConnectorCertificateError):
             code = getattr(exc.certificate_error, "verify_code", None)
             reason = {_EXPIRED: "tls_expired", _HOSTNAME_MISMATCH: "tls_hostname"}.get(
@@ -104,15 +126,17 @@ class FailureExplainer:
             return Failure(reason, self._certificate_sentence(endpoint, reason, exc, peer))
         if isinstance(exc, aiohttp.ClientSSLError):
             return self._handshake_failure(endpoint, exc.os_error)
-        if isinstance(exc, aiohttp.ServerDisconnectedError) and endpoint.startswith("https:"):
+        if _hung_up(exc) and endpoint.startswith("https:"):
             if known is not None and known.reason == "tls_client_certificate":
                 return known
             refused = await self._refused_after_handshake(endpoint)
             if refused is not None:
                 return refused
-            return Failure(
-                "disconnected", f"the server at {endpoint} closed the connection without answering"
-            )
+            if isinstance(exc, aiohttp.ServerDisconnectedError):
+                return Failure(
+                    "disconnected",
+                    f"the server at {endpoint} closed the connection without answering",
+                )
         if isinstance(exc, aiohttp.ClientConnectorError):
             why = (exc.os_error.strerror or "no reason given").lower()
             return Failure("connect", f"could not connect to {endpoint}: {why}")
@@ -184,10 +208,18 @@ class FailureExplainer:
             socket.create_connection((host, port), timeout=self._timeout) as raw,
             self._context.wrap_socket(raw, server_hostname=host) as tls,
         ):
-            tls.sendall(request)
-            with contextlib.suppress(ssl.SSLEOFError):
+            try:
+                tls.sendall(request)
                 return tls.recv(1)
-            return b""
+            except (ssl.SSLEOFError, ConnectionResetError, BrokenPipeError):
+                return b""
+
+
+def _hung_up(exc: BaseException) -> bool:
+    """The server closed (or reset) a connection it had accepted, before answering."""
+    return isinstance(exc, aiohttp.ServerDisconnectedError) or (
+        isinstance(exc, aiohttp.ClientOSError) and not isinstance(exc, aiohttp.ClientConnectorError)
+    )
 
 
 def _host_port(endpoint: str) -> tuple[str, int]:

@@ -158,3 +158,11 @@ async def _wait_serving(daemon: HttpsDaemon, client: ssl.SSLContext | None) -> N
                         return
             await asyncio.sleep(0.025)  # polling a port that is not open yet
     raise TimeoutError(f"edgecache did not start: {daemon.log()[-2000:]}")
+
+
+async def wait_for_log(daemon: HttpsDaemon, text: str) -> None:
+    for _ in range(400):
+        if text in daemon.log():
+            return
+        await asyncio.sleep(0.025)  # polling another process's log
+    raise AssertionError(f"{text!r} never appeared: {daemon.log()[-2000:]}")

@@ -1,26 +1,27 @@
 """The answering side: a sibling's bytes of an image from this node's stored copy or fill.
 
-Never from the region: a sibling asks here before going there itself. Only nodes that carry
-the zone's secret are answered. The secret, rather than a list of peer addresses, because
-behind HAProxy, NAT or a container network the address a request comes from says little, and
-the secret works the same over the zone's TLS; HAProxy also refuses the path from outside
-(config/haproxy.cfg).
+Never from the region: a sibling asks here before going there itself. The endpoint is its own
+application on its own listener (`[zone] listen`), which the zone's front door never forwards
+to; only requests signed with the zone's secret are answered (edgecache.zone.signing). The
+secret, rather than a list of peer addresses, because behind HAProxy, NAT or a container
+network the address a request comes from says little, and it works the same over the zone's
+TLS.
 """
 
 from __future__ import annotations
 
-import hmac
 import logging
 
 from aiohttp import web
 
 from edgecache.api.answers import to_response
 from edgecache.api.transfer import FileEndedEarly, abort, corked, send_file
-from edgecache.appkeys import CACHE, METRICS, SETTINGS, SIBLINGS
+from edgecache.appkeys import CACHE, METRICS, SETTINGS, SIBLINGS, ZONE_SIGNATURES
 from edgecache.authorization.recall import refusal
 from edgecache.config import Settings
 from edgecache.images import is_image_id
 from edgecache.lowdelay import mark_low_delay
+from edgecache.observe import add_request_id, observe_requests
 from edgecache.ranges import ByteRange, MultipleRanges, RangeNotSatisfiable, parse_range
 from edgecache.store.blobs import BlobCorrupt
 from edgecache.store.fill import Fill, FillFailed
@@ -32,22 +33,44 @@ from edgecache.zone.protocol import (
     DEPTH_HEADER,
     EXPECT_HEADER,
     FILLING,
-    SECRET_HEADER,
     STORED,
+    ZONE_PREFIX,
     version_of,
     version_of_record,
 )
+from edgecache.zone.signing import SignatureCheck
 
 log = logging.getLogger(__name__)
 
-ROUTE = "/zone/v1/images/{image_id}/file"
-ZONE_ONLY = "This endpoint answers only the other edgecache nodes of this zone."
+ROUTE = f"{ZONE_PREFIX}/{{image_id}}/file"
+
+
+def create_zone_app(main: web.Application) -> web.Application:
+    """The sibling endpoint's application, with the main application's components: the main
+    runner must be set up (its components built) before this is called."""
+    settings = main[SETTINGS]
+    assert settings.zone_secret is not None, "config.py requires [zone] secret with peers"
+    app = web.Application(middlewares=[observe_requests])
+    app[SETTINGS] = settings
+    assert settings.zone_self is not None, "config.py requires [zone] self with peers"
+    app[ZONE_SIGNATURES] = SignatureCheck(settings.zone_secret, settings.zone_self)
+    app[METRICS] = main[METRICS]
+    app[CACHE] = main[CACHE]
+    if SIBLINGS in main:
+        app[SIBLINGS] = main[SIBLINGS]
+    app.on_response_prepare.append(add_request_id)
+    app.router.add_route("GET", ROUTE, sibling_file)
+    app.router.add_route("HEAD", ROUTE, sibling_file)
+    return app
 
 
 async def sibling_file(request: web.Request) -> web.StreamResponse:
     settings = request.app[SETTINGS]
-    if not _from_the_zone(request, settings):
-        return to_response(request, refusal(403, ZONE_ONLY))
+    refused = request.app[ZONE_SIGNATURES].refusal(
+        request.method, request.raw_path, request.headers
+    )
+    if refused is not None:
+        return to_response(request, refusal(refused.status, refused.explanation))
     image_id = request.match_info["image_id"]
     if not is_image_id(image_id):
         return _not_here(request, image_id)
@@ -70,13 +93,6 @@ async def sibling_file(request: web.Request) -> web.StreamResponse:
         if response is not None:
             return response
     return _not_here(request, image_id)
-
-
-def _from_the_zone(request: web.Request, settings: Settings) -> bool:
-    secret = request.headers.get(SECRET_HEADER, "")
-    return settings.zone_secret is not None and hmac.compare_digest(
-        secret.encode(), settings.zone_secret.encode()
-    )
 
 
 def _asker_waits_for_me(request: web.Request, settings: Settings) -> bool:

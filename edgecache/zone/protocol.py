@@ -1,9 +1,11 @@
 """The sibling endpoint's wire format, shared by the side that asks and the side that answers.
 
-`HEAD|GET ZONE_PREFIX/<image id>/file`, with the zone's secret in SECRET_HEADER and the
-asking node's own URL in ASKER_HEADER. 200/206 with DEPTH_HEADER (edgecache.store.source) and
-COPY_HEADER (stored or filling) when the node has the image or is filling it, 404 otherwise;
-the node never goes to the region for it.
+`HEAD|GET ZONE_PREFIX/<image id>/file` on the node's zone listener, with the asking node's
+own URL in ASKER_HEADER and the request signed under the zone's secret (TIME_HEADER,
+NONCE_HEADER, SIGNATURE_HEADER: edgecache.zone.signing). 200/206 with DEPTH_HEADER
+(edgecache.store.source) and COPY_HEADER (stored or filling) when the node has the image or is
+filling it, 404 otherwise (the node never goes to the region for it), 403 when the signature
+does not hold.
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ from __future__ import annotations
 from edgecache.images import ImageRecord
 
 ZONE_PREFIX = "/zone/v1/images"
-SECRET_HEADER = "X-Edgecache-Zone-Secret"
+TIME_HEADER = "X-Edgecache-Zone-Time"
+NONCE_HEADER = "X-Edgecache-Zone-Nonce"
+SIGNATURE_HEADER = "X-Edgecache-Zone-Signature"
 ASKER_HEADER = "X-Edgecache-Zone-Node"
 DEPTH_HEADER = "X-Edgecache-Zone-Depth"
 COPY_HEADER = "X-Edgecache-Zone-Copy"

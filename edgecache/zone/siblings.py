@@ -16,16 +16,18 @@ from edgecache.images import ImageRecord
 from edgecache.lowdelay import low_delay_socket
 from edgecache.metrics import Metrics
 from edgecache.store.source import SIBLING, ByteSource, RegionSource, SourceLost
+from edgecache.tls import ClientTls, client_context
+from edgecache.upstream_failures import Failure, FailureDescriber
 from edgecache.zone.protocol import (
     ASKER_HEADER,
     COPY_HEADER,
     DEPTH_HEADER,
     EXPECT_HEADER,
-    SECRET_HEADER,
     STORED,
     image_path,
     version_of_record,
 )
+from edgecache.zone.signing import sign
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +48,8 @@ class Siblings:
         assert settings.zone_self is not None, "config.py requires [zone] self with peers"
         assert settings.zone_secret is not None, "config.py requires [zone] secret with peers"
         self.peers = settings.siblings
-        self._headers = {
-            SECRET_HEADER: settings.zone_secret,
-            ASKER_HEADER: settings.zone_self,
-            "User-Agent": OWN_USER_AGENT,
-        }
+        self._secret = settings.zone_secret
+        self._headers = {ASKER_HEADER: settings.zone_self, "User-Agent": OWN_USER_AGENT}
         wait = settings.zone_lookup_timeout
         # A sibling still choosing its own source answers a look-up once it has chosen, which
         # takes at most its own look-up: hence twice the time for the whole answer.
@@ -59,6 +58,16 @@ class Siblings:
             total=None, connect=wait, sock_connect=wait, sock_read=settings.read_timeout
         )
         self._metrics = metrics
+        tls = ClientTls.zone(settings)
+        self._ssl_context = client_context(tls)  # used for the peers named by https URLs
+        self._has_client_certificate = tls.client_cert is not None
+        self._tls_failures = FailureDescriber(
+            context=self._ssl_context,
+            section="zone",
+            has_client_certificate=self._has_client_certificate,
+            timeout=wait,
+        )
+        self._reported: dict[str, Failure] = {}  # peer -> its TLS failure, logged once
         self._session: aiohttp.ClientSession | None = None
         # image id -> siblings before this node in peers that asked for the image while this
         # node was still choosing a source, and so heard that it has none (endpoint.py).
@@ -67,7 +76,7 @@ class Siblings:
     async def start(self) -> None:
         self._session = aiohttp.ClientSession(
             auto_decompress=False,
-            connector=aiohttp.TCPConnector(socket_factory=low_delay_socket),
+            connector=aiohttp.TCPConnector(socket_factory=low_delay_socket, ssl=self._ssl_context),
         )
 
     async def close(self) -> None:
@@ -110,13 +119,17 @@ class Siblings:
         return sorted(usable, key=lambda offer: (offer.copy != STORED, -offer.depth))
 
     async def _ask(self, peer: str, image: ImageRecord) -> Offer | None:
+        path = image_path(image.id)
         try:
             async with self.session.head(
-                peer + image_path(image.id),
-                headers={**self._headers, EXPECT_HEADER: version_of_record(image)},
+                peer + path,
+                headers=self._signed(
+                    "HEAD", peer + path, {EXPECT_HEADER: version_of_record(image)}
+                ),
                 timeout=self._lookup_timeout,
                 allow_redirects=False,
             ) as response:
+                self._reported.pop(peer, None)
                 if response.status == 404:
                     self._metrics.sibling_lookups.labels("miss").inc()
                     return None
@@ -128,13 +141,7 @@ class Siblings:
                 )
         except (aiohttp.ClientError, TimeoutError) as exc:
             self._metrics.sibling_lookups.labels("error").inc()
-            log.warning(
-                "Sibling %s did not say whether it has image %s (%s); going on without it. "
-                "Check that the node runs and is reachable from this one.",
-                peer,
-                image.id,
-                _reason(exc),
-            )
+            await self._warn(peer, image, exc)
             return None
         except (KeyError, ValueError):
             self._refused(peer, 200)
@@ -142,10 +149,46 @@ class Siblings:
         self._metrics.sibling_lookups.labels(offer.copy).inc()
         return offer
 
+    async def _warn(self, peer: str, image: ImageRecord, exc: BaseException) -> None:
+        """One WARNING per look-up that failed, but a TLS failure only once per peer and cause
+        until the peer answers again (it fails every look-up the same way)."""
+        if peer.startswith("https:"):
+            known = self._reported.get(peer)
+            failure = await self._tls_failures.describe(peer, exc, known)
+            if failure.is_tls:
+                if failure != known:
+                    self._reported[peer] = failure
+                    log.warning(
+                        "Sibling %s cannot be asked for images over TLS: %s%s. This node takes "
+                        "images from its other siblings or the region until this is fixed.",
+                        peer,
+                        failure.sentence,
+                        self._certificate_advice(failure),
+                    )
+                return
+        log.warning(
+            "Sibling %s did not say whether it has image %s (%s); going on without it. "
+            "Check that the node runs and is reachable from this one.",
+            peer,
+            image.id,
+            _reason(exc),
+        )
+
+    def _certificate_advice(self, failure: Failure) -> str:
+        if failure.reason == "tls_client_certificate" and self._has_client_certificate:
+            return "; zone.client_cert must be issued by the CA in the sibling's zone.ca_file"
+        return ""
+
+    def _signed(self, method: str, url: str, headers: Mapping[str, str]) -> dict[str, str]:
+        """This node's headers and `headers`, signed for `url` (edgecache.zone.signing)."""
+        request_headers = {**self._headers, **headers}
+        return {**request_headers, **sign(self._secret, method, url, request_headers)}
+
     def _refused(self, peer: str, status: int) -> None:
         self._metrics.sibling_lookups.labels("error").inc()
         advice = (
-            "make [zone] secret the same on every node of the zone"
+            "make [zone] secret the same on every node of the zone, and keep the nodes' "
+            "clocks synchronized (NTP)"
             if status in (401, 403)
             else "check that [zone] peers names edgecache nodes of this version"
         )
@@ -161,12 +204,12 @@ class Siblings:
         self, peer: str, image_id: str, offset: int
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         """The sibling's bytes of the image from `offset` on; SourceLost if it has none now."""
-        headers = dict(self._headers)
-        if offset:
-            headers["Range"] = f"bytes={offset}-"
+        path = image_path(image_id)
         async with self.session.get(
-            peer + image_path(image_id),
-            headers=headers,
+            peer + path,
+            headers=self._signed(
+                "GET", peer + path, {"Range": f"bytes={offset}-"} if offset else {}
+            ),
             timeout=self._data_timeout,
             allow_redirects=False,
         ) as response:

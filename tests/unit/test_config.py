@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import trustme
 
+from edgecache import tls
 from edgecache.cli import main
 from edgecache.config import TOML_KEYS, ConfigError, load_settings, parse_size
 
@@ -229,14 +230,16 @@ def test_tls_files_that_are_fine_are_taken(tmp_path: Path, pems: dict[str, Path]
 
 ZONE = '[upstream]\nurl = "http://glance:9292"\n[zone]\n'
 PEERS = 'peers = ["http://n1:9292", "http://n2:9292/"]\n'
+SELF_AND_SECRET = 'self = "http://n2:9292"\nsecret = "0123456789abcdef"\n'
 
 
 def test_a_zone_of_nodes(tmp_path: Path) -> None:
     config = tmp_path / "edgecache.toml"
-    config.write_text(ZONE + PEERS + 'self = "http://n2:9292"\nsecret = "0123456789abcdef"\n')
+    config.write_text(ZONE + PEERS + SELF_AND_SECRET + 'listen = "10.0.0.12:9293"\n')
     settings = load_settings(config, {})
     assert settings.zone_peers == ("http://n1:9292", "http://n2:9292")
     assert settings.siblings == ("http://n1:9292",)
+    assert settings.zone_listen == ("10.0.0.12", 9293)
 
 
 @pytest.mark.parametrize(
@@ -252,10 +255,110 @@ def test_a_zone_of_nodes(tmp_path: Path) -> None:
         ('peers = ["node1:9292"]\n', r"^zone\.peers: expected an http\(s\) URL"),
         ('peers = "http://n1:9292"\n', r"^zone\.peers: expected a list"),
         ('secret = "0123456789abcdef"\n', r"^zone\.secret: set zone\.peers too"),
+        (PEERS + SELF_AND_SECRET, r"^zone\.listen: required with zone\.peers"),
+        (PEERS + SELF_AND_SECRET + 'listen = "n2"\n', r"^zone\.listen: expected HOST:PORT"),
+        (
+            PEERS + SELF_AND_SECRET + 'listen = "127.0.0.1:9292"\n',
+            r"^zone\.listen: 127\.0\.0\.1:9292 is the clients' address \(server\.listen\)",
+        ),
+        (
+            PEERS + SELF_AND_SECRET + 'listen = ":9292"\n',
+            r"^zone\.listen: 0\.0\.0\.0:9292 is the clients' address",
+        ),
+        ('listen = "127.0.0.1:9293"\n', r"^zone\.listen: set zone\.peers too"),
     ],
 )
 def test_a_zone_needs_its_own_address_and_a_secret(tmp_path: Path, zone: str, message: str) -> None:
     config = tmp_path / "edgecache.toml"
     config.write_text(ZONE + zone)
     with pytest.raises(ConfigError, match=message):
+        load_settings(config, {})
+
+
+def zone_over_tls(tmp_path: Path, pems: dict[str, Path], me: str, **files: str) -> Path:
+    """A node of a zone whose nodes speak https, with [zone] `files` (key -> a pems name)."""
+    lines = [
+        ZONE,
+        'peers = ["https://n1:9293", "https://n2:9293", "http://n3:9293"]\n',
+        f'self = "{me}"\nsecret = "0123456789abcdef"\nlisten = "127.0.0.1:9293"\n',
+        *(f'{key} = "{pems.get(name, tmp_path / name)}"\n' for key, name in files.items()),
+    ]
+    config = tmp_path / "edgecache.toml"
+    config.write_text("".join(lines))
+    return config
+
+
+def test_a_zone_over_tls_with_its_own_ca(tmp_path: Path, pems: dict[str, Path]) -> None:
+    config = zone_over_tls(
+        tmp_path,
+        pems,
+        "https://n2:9293",
+        ca_file="ca",
+        tls_cert="cert",
+        tls_key="key",
+        client_cert="cert",
+        client_key="key",
+    )
+    tls.check(load_settings(config, {}))  # every context builds
+    settings = load_settings(config, {})
+    assert settings.zone_ca_file == pems["ca"]
+    assert (settings.zone_tls_cert, settings.zone_tls_key) == (pems["cert"], pems["key"])
+    assert (settings.zone_client_cert, settings.zone_client_key) == (pems["cert"], pems["key"])
+
+
+@pytest.mark.parametrize(
+    ("me", "files", "key", "problem"),
+    [
+        ("http://n3:9293", {"ca_file": "text"}, "zone.ca_file", "holds no PEM certificate"),
+        ("http://n3:9293", {"client_cert": "cert"}, "zone.client_key", "required with"),
+        ("http://n3:9293", {"client_key": "key"}, "zone.client_key", "set zone.client_cert"),
+        ("https://n2:9293", {"tls_key": "key"}, "zone.tls_key", "set zone.tls_cert too"),
+        (
+            "https://n2:9293",
+            {"tls_cert": "cert", "tls_key": "other_key"},
+            "zone.tls_key",
+            "cannot be used together",
+        ),
+        (
+            "http://n3:9293",
+            {"client_cert": "cert", "client_key": "other_key"},
+            "zone.client_key",
+            "cannot be used together",
+        ),
+        ("https://n2:9293", {}, "zone.tls_cert", "required: zone.self is an https URL"),
+        (
+            "http://n3:9293",
+            {"tls_cert": "cert", "tls_key": "key"},
+            "zone.self",
+            "expected an https URL: zone.tls_cert is set",
+        ),
+        (
+            "https://n2:9293",
+            {"tls_cert": "cert", "tls_key": "key", "ca_file": "ca"},
+            "zone.client_cert",
+            "required with zone.tls_cert and zone.ca_file",
+        ),
+    ],
+)
+def test_bad_zone_tls_settings_stop_start_up_with_one_line_naming_the_key(
+    tmp_path: Path,
+    pems: dict[str, Path],
+    capsys: pytest.CaptureFixture[str],
+    me: str,
+    files: dict[str, str],
+    key: str,
+    problem: str,
+) -> None:
+    config = zone_over_tls(tmp_path, pems, me, **files)
+    assert main(["serve", "--config", str(config)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert err[0].startswith(f"edgecache: invalid configuration: {key}: ")
+    assert problem in err[0]
+
+
+def test_zone_tls_settings_need_a_zone(tmp_path: Path, pems: dict[str, Path]) -> None:
+    config = tmp_path / "edgecache.toml"
+    config.write_text(ZONE + f'ca_file = "{pems["ca"]}"\n')
+    with pytest.raises(ConfigError, match=r"^zone\.ca_file: set zone\.peers too"):
         load_settings(config, {})

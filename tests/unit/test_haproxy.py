@@ -14,28 +14,27 @@ import aiohttp
 import pytest
 
 from tests.conftest import MiB, SpawnEdgecache, UpstreamServer, free_port, random_bytes
-from tests.fakeglance import FakeGlance, FakeImage
+from tests.fakeglance import FakeGlance
+from tests.zonekit import (
+    ZONE_SECRET,
+    NodePorts,
+    download,
+    metric,
+    node_config,
+    raw_request,
+    signed,
+    status_of,
+    wait_for_metric,
+)
 
 SHIPPED_CONFIG = Path(__file__).parents[2] / "config" / "haproxy.cfg"
-ZONE_SECRET = "a-secret-of-this-test-zone"
-NODE_CONFIG = """
-[upstream]
-failures_to_offline = 1
-probe_interval = 0.1
-stall_timeout = 5
-read_timeout = 5
-
-[zone]
-peers = [{peers}]
-self = "{me}"
-secret = "{secret}"
-"""
 
 
 @dataclass
 class Zone:
     url: str
     nodes: dict[str, tuple[asyncio.subprocess.Process, str]]  # server name -> (process, url)
+    zone_urls: dict[str, str]  # server name -> its sibling endpoint's URL ([zone] listen)
 
 
 def zone_config(frontend_port: int, nodes: dict[str, str]) -> str:
@@ -46,15 +45,6 @@ def zone_config(frontend_port: int, nodes: dict[str, str]) -> str:
         address = url.removeprefix("http://")
         text = re.sub(rf"server {name} \S+", f"server {name} {address}", text)
     return text
-
-
-async def metric(url: str, sample: str) -> float:
-    """One sample of a node's metrics, e.g. `edgecache_fills_started_total` or
-    `edgecache_served_bytes_total{source="fill"}`."""
-    async with aiohttp.ClientSession() as session, session.get(f"{url}/metrics") as resp:
-        text = await resp.text()
-    match = re.search(rf"^{re.escape(sample)} (\S+)$", text, re.MULTILINE)
-    return float(match.group(1)) if match else 0.0
 
 
 async def fills(url: str) -> float:
@@ -69,47 +59,20 @@ async def served(url: str) -> float:
     )
 
 
-async def download(url: str, image: FakeImage, token: str) -> bytes:
-    async with (
-        aiohttp.ClientSession() as session,
-        session.get(f"{url}/v2/images/{image.id}/file", headers={"X-Auth-Token": token}) as r,
-    ):
-        assert r.status == 200
-        return await r.read()
-
-
-async def status_of(url: str, headers: dict[str, str], method: str = "GET") -> int:
-    async with (
-        aiohttp.ClientSession() as session,
-        session.request(method, url, headers=headers) as r,
-    ):
-        return r.status
-
-
-async def wait_for_metric(urls: list[str], sample: str, total: float) -> None:
-    """Until the nodes' samples add up to `total`."""
-    for _ in range(600):
-        if sum([await metric(url, sample) for url in urls]) == total:
-            return
-        await asyncio.sleep(0.05)  # polling other processes' state
-    raise AssertionError(f"{sample} never reached {total}")
-
-
 @pytest.fixture
 async def zone(
     upstream_server: UpstreamServer, spawn_edgecache: SpawnEdgecache, tmp_path: Path
 ) -> AsyncIterator[Zone]:
     haproxy = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin")
     assert haproxy, "HAProxy is not installed: apt-get install haproxy (scripts/test.sh does)"
-    ports = {name: free_port() for name in ("node1", "node2", "node3")}
-    peers = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+    ports = {name: NodePorts() for name in ("node1", "node2", "node3")}
+    peers = [node.zone_url for node in ports.values()]
     nodes = {}
-    for name, port in ports.items():
+    for name, node in ports.items():
         config = tmp_path / f"{name}.toml"
-        listed = ", ".join(f'"{url}"' for url in peers.values())
-        config.write_text(NODE_CONFIG.format(peers=listed, me=peers[name], secret=ZONE_SECRET))
+        config.write_text(node_config(node, peers))
         nodes[name] = await spawn_edgecache(
-            upstream_server.url, tmp_path / name, "--config", str(config), port=port
+            upstream_server.url, tmp_path / name, "--config", str(config), port=node.client
         )
     port = free_port()
     config = tmp_path / "haproxy.cfg"
@@ -122,7 +85,7 @@ async def zone(
     url = f"http://127.0.0.1:{port}"
     try:
         await _wait_for_all_servers_up(url, len(nodes))
-        yield Zone(url, nodes)
+        yield Zone(url, nodes, {name: node.zone_url for name, node in ports.items()})
     finally:
         process.terminate()
         await process.wait()
@@ -212,11 +175,23 @@ async def test_every_node_still_asks_glance_about_each_caller(
         file_url = f"{url}/v2/images/{image.id}/file"
         assert await status_of(file_url, {"X-Auth-Token": stranger}) == 404
         assert await status_of(file_url, {"X-Auth-Token": reader}) == 403
-    # The sibling endpoint: never through HAProxy, and only with the zone's secret.
+    # The sibling endpoint: never through HAProxy, not on the clients' listener at all (the
+    # path goes to Glance like any other), and on its own listener only for requests signed
+    # with the zone's secret (which no longer opens it on its own).
     sibling_path = f"/zone/v1/images/{image.id}/file"
-    assert await status_of(zone.url + sibling_path, {"X-Edgecache-Zone-Secret": ZONE_SECRET}) == 403
-    assert await status_of(urls[0] + sibling_path, {"X-Auth-Token": owner}) == 403
-    assert await status_of(urls[0] + sibling_path, {"X-Edgecache-Zone-Secret": "guess"}) == 403
+    sibling_endpoint = zone.zone_urls["node1"]
+    assert await status_of(zone.url + sibling_path, signed(sibling_endpoint, sibling_path)) == 403
+    assert await status_of(urls[0] + sibling_path, signed(sibling_endpoint, sibling_path)) == 404
+    for headers in (
+        {"X-Auth-Token": owner},
+        {"X-Edgecache-Zone-Secret": "guess"},
+        {"X-Edgecache-Zone-Secret": ZONE_SECRET},
+    ):
+        assert await status_of(sibling_endpoint + sibling_path, headers) == 403
+    assert (
+        await status_of(sibling_endpoint + sibling_path, signed(sibling_endpoint, sibling_path))
+        == 200
+    )
 
 
 async def test_offline_a_node_without_the_image_takes_it_from_a_sibling(
@@ -268,3 +243,58 @@ async def wait_for_uplink(url: str, state: str) -> None:
                 return
         await asyncio.sleep(0.05)  # polling another process's state
     raise AssertionError(f"{url} never reported uplink {state}")
+
+
+# The sibling endpoint's path as an attacker might write it to get past the front door.
+SIBLING_PATH_VARIANTS = [
+    "/zone/v1/images/{}/file",
+    "/%7Aone/v1/images/{}/file",
+    "/%7aone/v1/images/{}/file",
+    "/zon%65/v1/images/{}/file",
+    "/%5A%4F%4E%45/v1/images/{}/file",
+    "/ZONE/v1/images/{}/file",
+    "/Zone/v1/images/{}/file",
+    "//zone/v1/images/{}/file",
+    "/%2Fzone/v1/images/{}/file",
+    "/%2fzone/v1/images/{}/file",
+    "/./zone/v1/images/{}/file",
+    "/%2E/zone/v1/images/{}/file",
+    "/.%2Fzone/v1/images/{}/file",
+    "/x/../zone/v1/images/{}/file",
+    "/x/%2E%2E/zone/v1/images/{}/file",
+    "/x/..%2Fzone/v1/images/{}/file",
+    "/../zone/v1/images/{}/file",
+    "/v2/../zone/v1/images/{}/file",
+    "/zone%2Fv1%2Fimages%2F{}%2Ffile",
+    "/%2Fzone/v1/images/{}/file%",
+]
+HAPROXY_DENIED = b"Request forbidden by administrative rules."
+
+
+async def test_no_way_of_writing_the_sibling_path_gets_image_bytes_from_outside(
+    glance: FakeGlance, zone: Zone
+) -> None:
+    owner = glance.add_project("p1")
+    image = glance.add_image(random_bytes(MiB), owner="p1")
+    urls = [url for _, url in zone.nodes.values()]
+    for url in urls:  # every node stores it
+        assert await download(url, image, owner) == image.data
+    canonical, sibling_endpoint = f"/zone/v1/images/{image.id}/file", zone.zone_urls["node1"]
+    assert await raw_request(sibling_endpoint, canonical, signed(sibling_endpoint, canonical)) == (
+        200,
+        image.data,
+    )
+
+    for variant in SIBLING_PATH_VARIANTS:
+        target = variant.format(image.id)
+        secret = {"X-Edgecache-Zone-Secret": ZONE_SECRET}
+        for headers in ({}, secret, signed(sibling_endpoint, canonical)):
+            status, body = await raw_request(zone.url, target, headers)
+            assert (status, HAPROXY_DENIED in body) == (403, True), target
+            for url in urls:  # the clients' listener has no sibling endpoint: Glance's 404
+                status, body = await raw_request(url, target, headers)
+                assert status == 404, (url, target, status)
+                assert image.data[:64] not in body
+    for allowed in (f"/v2/images/{image.id}/tags/zone", "/v2/images?tag=zone", "/v2/zone"):
+        _, body = await raw_request(zone.url, allowed, {"X-Auth-Token": owner})
+        assert HAPROXY_DENIED not in body, allowed  # Glance's paths that merely say zone

@@ -25,6 +25,7 @@ from tests.tlskit import (
     https_glance,
     start_daemon,
     stop_daemon,
+    wait_for_log,
 )
 
 
@@ -206,14 +207,6 @@ async def send_and_see_closed(port: int, garbage: bytes) -> bool:
         answer = b""
     writer.close()
     return b"HTTP/1.1 200" not in answer
-
-
-async def wait_for_log(daemon: HttpsDaemon, text: str) -> None:
-    for _ in range(400):
-        if text in daemon.log():
-            return
-        await asyncio.sleep(0.025)  # polling another process's log
-    raise AssertionError(f"{text!r} never appeared: {daemon.log()[-2000:]}")
 
 
 async def test_a_cloudlet_reaches_its_edge_site_over_verified_tls(

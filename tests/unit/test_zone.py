@@ -9,16 +9,18 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from edgecache.zone.signing import SignatureCheck
 from tests.conftest import MiB, SpawnEdgecache, UpstreamServer, free_port, random_bytes
 from tests.fakeglance import FakeGlance
-from tests.unit.test_haproxy import NODE_CONFIG, ZONE_SECRET, download, metric
+from tests.zonekit import ZONE_SECRET, NodePorts, download, metric, node_config
 
 
-def lying_sibling(size: int) -> web.Application:
+def lying_sibling(url: str, size: int) -> web.Application:
     """Claims a stored copy of every image and sends `size` bytes of zeros for it."""
+    signatures = SignatureCheck(ZONE_SECRET, url)
 
     async def sibling_file(request: web.Request) -> web.StreamResponse:
-        assert request.headers["X-Edgecache-Zone-Secret"] == ZONE_SECRET
+        assert signatures.refusal(request.method, request.raw_path, request.headers) is None
         headers = {"X-Edgecache-Zone-Copy": "stored", "X-Edgecache-Zone-Depth": "0"}
         response = web.StreamResponse(headers=headers)
         response.content_length = size
@@ -41,16 +43,16 @@ async def test_bytes_from_a_sibling_are_verified_like_the_regions(
 ) -> None:
     token = glance.add_project("p1")
     image = glance.add_image(random_bytes(2 * MiB), owner="p1")
-    runner = web.AppRunner(lying_sibling(len(image.data)))
+    liar_port, node = free_port(), NodePorts()
+    liar = f"http://127.0.0.1:{liar_port}"
+    runner = web.AppRunner(lying_sibling(liar, len(image.data)))
     await runner.setup()
-    liar_port, port = free_port(), free_port()
     await web.TCPSite(runner, "127.0.0.1", liar_port).start()
-    me, liar = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{liar_port}"
     config = tmp_path / "node.toml"
-    config.write_text(NODE_CONFIG.format(peers=f'"{me}", "{liar}"', me=me, secret=ZONE_SECRET))
+    config.write_text(node_config(node, [node.zone_url, liar]))
     try:
         _, url = await spawn_edgecache(
-            upstream_server.url, tmp_path / "node", "--config", str(config), port=port
+            upstream_server.url, tmp_path / "node", "--config", str(config), port=node.client
         )
         async with aiohttp.ClientSession() as session:
             with pytest.raises(aiohttp.ClientPayloadError):
@@ -113,17 +115,20 @@ async def test_two_nodes_missing_an_image_at_once_fetch_it_from_the_region_once(
         image.faults.release.set()
     runner = web.AppRunner(slow_sibling(first_asked, answer_first))
     await runner.setup()
-    ports = [free_port(), free_port(), free_port()]
-    await web.TCPSite(runner, "127.0.0.1", ports[2]).start()
-    peers = [f"http://127.0.0.1:{port}" for port in ports]
-    listed = ", ".join(f'"{peer}"' for peer in peers)
+    nodes, slow_port = [NodePorts(), NodePorts()], free_port()
+    await web.TCPSite(runner, "127.0.0.1", slow_port).start()
+    peers = [*(node.zone_url for node in nodes), f"http://127.0.0.1:{slow_port}"]
     try:
         urls = []
-        for number, (peer, port) in enumerate(zip(peers[:2], ports, strict=False)):
+        for number, node in enumerate(nodes):
             config = tmp_path / f"node{number}.toml"
-            config.write_text(NODE_CONFIG.format(peers=listed, me=peer, secret=ZONE_SECRET))
+            config.write_text(node_config(node, peers))
             _, url = await spawn_edgecache(
-                upstream_server.url, tmp_path / f"node{number}", "--config", str(config), port=port
+                upstream_server.url,
+                tmp_path / f"node{number}",
+                "--config",
+                str(config),
+                port=node.client,
             )
             urls.append(url)
         # The first node's look-ups wait at the slow sibling while the second one misses.
