@@ -267,7 +267,9 @@ class Authority:
         UNVALIDATED_TOKEN if nothing here can say."""
         row = await self._decisions.token(token_hash)
         if row is not None and (row.validated or self._keystone is None):
-            return await self._from_row(row)
+            known = await self._from_row(row)
+            if known is not None:
+                return known
         if self._keystone is None:
             return UNVALIDATED_TOKEN
         info = await self._keystone.validate(caller.headers[AUTH_TOKEN])
@@ -276,7 +278,8 @@ class Authority:
             return INVALID_TOKEN
         if info is None:
             # Keystone cannot say now: what Glance's acceptance alone taught, if anything.
-            return await self._from_row(row) if row is not None else UNVALIDATED_TOKEN
+            known = await self._from_row(row) if row is not None else None
+            return UNVALIDATED_TOKEN if known is None else known
         who = self._hasher.identity(info)
         expires_at = min(time.time() + self._ttl, info.expires_at)
         await self._decisions.remember_token(token_hash, who.key, expires_at, validated=True)
@@ -284,11 +287,17 @@ class Authority:
             return INVALID_TOKEN  # remembered as known to have expired
         return _KnownToken(who, expires_at, time.monotonic())
 
-    async def _from_row(self, row: TokenRow) -> _KnownToken | int:
+    async def _from_row(self, row: TokenRow) -> _KnownToken | int | None:
+        """The token as its row knows it; None where Keystone vouched for it but the identity
+        (its project and roles) is not remembered: only Keystone can say them again."""
         if row.expires_at <= time.time():
             return INVALID_TOKEN
-        who = await self._decisions.identity(row.identity) or Identity(row.identity)
-        return _KnownToken(who, row.expires_at, time.monotonic(), row.validated)
+        who = await self._decisions.identity(row.identity)
+        if who is None and row.validated:
+            return None
+        return _KnownToken(
+            who or Identity(row.identity), row.expires_at, time.monotonic(), row.validated
+        )
 
     async def _forget_token(self, token_hash: str) -> None:
         """Glance refused this token (401): nothing it was allowed before stands for it."""

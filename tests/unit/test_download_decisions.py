@@ -23,6 +23,7 @@ from tests.conftest import (
     UpstreamServer,
     free_port,
     go_offline,
+    go_online,
     random_bytes,
 )
 from tests.fakeglance import SERVICE_USER, FakeGlance, FakeImage
@@ -268,3 +269,22 @@ async def test_edgecaches_own_5xx_answers_are_error_sentences(
     assert len(errors) == 1
     assert errors[0].startswith(f"edgecache answered GET /v2/images/{image.id}/file with 502")
     assert "did not answer with an image record" in errors[0]
+
+
+async def test_a_token_first_seen_offline_keeps_its_roles_once_glance_accepts_it(
+    glance: FakeGlance, upstream_server: UpstreamServer, keystone_edgecache: TestClient
+) -> None:
+    edgecache = keystone_edgecache
+    booted = glance.add_image(random_bytes(1000), owner="admin-project", visibility="public")
+    other = glance.add_image(random_bytes(1000), owner="admin-project", visibility="public")
+    for image in (booted, other):
+        assert (await fetch(edgecache, image, glance.add_project("p9")))[0] == 200  # cached
+    await go_offline(edgecache, upstream_server)
+    newcomer = glance.add_project("p2", user="u-new")
+    assert (await fetch(edgecache, booted, newcomer))[0] == 503  # valid, but never answered
+    await go_online(edgecache, upstream_server)
+    assert (await fetch(edgecache, booted, newcomer))[0] == 200  # Glance accepts it now
+    await go_offline(edgecache, upstream_server)
+    # Keystone's roles (member) are remembered with the identity: Glance's default download
+    # rule lets it have the open image it never asked about.
+    assert await fetch(edgecache, other, newcomer) == (200, other.data)
