@@ -23,15 +23,18 @@ from pathlib import Path
 from aiohttp import web
 
 from edgecache.authorization import revalidate
+from edgecache.authorization.decisions import SCHEMA as decision_tables
+from edgecache.authorization.decisions import DecisionStore
 from edgecache.authorization.keystone import service_keystone
 from edgecache.authorization.revalidate import Revalidator
 from edgecache.config import Settings
+from edgecache.documents import SCHEMA as document_tables
+from edgecache.documents import SHARED_SCOPE, Document, DocumentStore
 from edgecache.metrics import Metrics
 from edgecache.store.cache import ImageCache
-from edgecache.store.documents import SHARED_SCOPE, Document
 from edgecache.store.index import BlobEntry
 from edgecache.store.source import RegionSource
-from edgecache.upstream import Upstream
+from edgecache.upstream.client import Upstream
 
 SERVICE_TOKEN = "service-token"
 MINUTE = 60.0
@@ -104,7 +107,10 @@ async def _passes(
     metrics = Metrics()
     upstream = Upstream(settings, metrics)
     await upstream.start()
-    cache = await ImageCache.open(settings, RegionSource(upstream), metrics)
+    cache = await ImageCache.open(
+        settings, RegionSource(upstream), metrics, beside=(document_tables, decision_tables)
+    )
+    documents = DocumentStore(cache.index.database)
     assert settings.service_credentials is not None
     keystone, session = service_keystone(settings.service_credentials, settings, metrics)
     try:
@@ -118,12 +124,14 @@ async def _passes(
             fetched = clock.now - rng.uniform(0, settings.record_max_age)
             body = json.dumps({"id": image_id, "status": "active"}).encode()
             document = Document(200, "application/json", body, fetched)
-            await cache.index.documents.put(SHARED_SCOPE, f"/v2/images/{image_id}", document)
+            await documents.put(SHARED_SCOPE, f"/v2/images/{image_id}", document)
         revalidator = Revalidator(
             upstream=upstream,
             keystone=keystone,
-            index=cache.index,
-            evictor=cache.evictor,
+            documents=documents,
+            decisions=DecisionStore(cache.index.database),
+            cached=cache.index.image_ids,
+            evict=cache.evictor.remove,
             metrics=metrics,
             forget_recent=lambda: None,
         )

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from edgecache import documents
 from edgecache.api import admin, cache_admin
 from edgecache.api.admin import admin_socket_only
 from edgecache.api.busy import BUSY_LOG, busy_log, refuse_when_busy
@@ -19,6 +20,8 @@ from edgecache.api.versions import versions
 from edgecache.appkeys import (
     AUTHORITY,
     CACHE,
+    DECISIONS,
+    DOCUMENTS,
     KEYSTONE_SESSION,
     METRICS,
     PREFETCHER,
@@ -28,13 +31,16 @@ from edgecache.appkeys import (
     SIBLINGS,
     UPSTREAM,
 )
+from edgecache.authorization import decisions
 from edgecache.authorization.authority import Authority
 from edgecache.authorization.bootdocs import BootDocuments
+from edgecache.authorization.decisions import DecisionStore
 from edgecache.authorization.identity import TokenHasher
 from edgecache.authorization.keystone import service_keystone
 from edgecache.authorization.recall import Recall
 from edgecache.authorization.revalidate import Revalidator
 from edgecache.config import Settings
+from edgecache.documents import DocumentStore
 from edgecache.metrics import Metrics
 from edgecache.observe import OWN_ERRORS_LOG, add_request_id, observe_requests, own_errors_log
 from edgecache.prefetch import Prefetcher
@@ -42,7 +48,7 @@ from edgecache.store.cache import ImageCache
 from edgecache.store.source import RegionSource, SourcePicker
 from edgecache.systemd import systemd_notify_ctx
 from edgecache.upkeep import IndexUpkeep
-from edgecache.upstream import Upstream
+from edgecache.upstream.client import Upstream
 from edgecache.zone.siblings import Siblings, ZoneSources
 
 IMAGE_ID = r"{image_id:[^/]+}"
@@ -106,17 +112,23 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
     region = RegionSource(upstream)
     sources: SourcePicker = ZoneSources(app[SIBLINGS], region) if SIBLINGS in app else region
     try:
-        cache = await ImageCache.open(settings, sources, app[METRICS])
+        # The remembered documents and decisions live in the index's database, beside (not
+        # inside) the blob index: the store knows nothing of them.
+        cache = await ImageCache.open(
+            settings, sources, app[METRICS], beside=(documents.SCHEMA, decisions.SCHEMA)
+        )
         app[CACHE] = cache
-        await cache.index.decisions.purge_expired()
+        app[DOCUMENTS] = DocumentStore(cache.index.database)
+        app[DECISIONS] = DecisionStore(cache.index.database)
+        await app[DECISIONS].purge_expired()
         credentials = settings.service_credentials
         keystone = None
         if credentials is not None:
             keystone, app[KEYSTONE_SESSION] = service_keystone(credentials, settings, app[METRICS])
         validating = settings.validation_credentials
         app[AUTHORITY] = Authority(
-            decisions=cache.index.decisions,
-            documents=cache.index.documents,
+            decisions=app[DECISIONS],
+            documents=app[DOCUMENTS],
             hasher=TokenHasher.from_file(Path(settings.cache_dir) / TOKEN_KEY_FILE),
             ttl=settings.decision_ttl,
             token_lifetime=settings.token_lifetime,
@@ -134,8 +146,10 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
             revalidator = Revalidator(
                 upstream=upstream,
                 keystone=keystone,
-                index=cache.index,
-                evictor=cache.evictor,
+                documents=app[DOCUMENTS],
+                decisions=app[DECISIONS],
+                cached=cache.index.image_ids,
+                evict=cache.evictor.remove,
                 metrics=app[METRICS],
                 forget_recent=lambda: _forget_recent(app),
             )
@@ -148,7 +162,7 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
             )
         app[RECALL] = Recall(
             upstream=upstream,
-            documents=cache.index.documents,
+            documents=app[DOCUMENTS],
             authority=app[AUTHORITY],
             metrics=app[METRICS],
             reuse_decisions_for=settings.reuse_decisions_for,
@@ -162,8 +176,8 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
         await asyncio.wait({fetching}, timeout=settings.connect_timeout)
         upkeep = IndexUpkeep(
             db=cache.index.database,
-            documents=cache.index.documents,
-            decisions=cache.index.decisions,
+            documents=app[DOCUMENTS],
+            decisions=app[DECISIONS],
             metrics=app[METRICS],
             max_bytes=settings.index_max_size,
             document_ttl=settings.decision_ttl,

@@ -6,13 +6,15 @@ import aiohttp
 from aiohttp import web
 
 from edgecache.authorization.authority import Authority
+from edgecache.authorization.decisions import DecisionStore
 from edgecache.authorization.recall import Recall
 from edgecache.authorization.revalidate import Revalidator
 from edgecache.config import Settings
+from edgecache.documents import DocumentStore
 from edgecache.metrics import Metrics
 from edgecache.prefetch import Prefetcher
 from edgecache.store.cache import ImageCache
-from edgecache.upstream import Upstream
+from edgecache.upstream.client import Upstream
 from edgecache.zone.siblings import Siblings
 from edgecache.zone.signing import SignatureCheck
 
@@ -24,6 +26,9 @@ AUTHORITY = web.AppKey("authority", Authority)
 RECALL = web.AppKey("recall", Recall)
 # only with [keystone] service credentials: remembered records re-read as the service user
 REVALIDATOR = web.AppKey("revalidator", Revalidator)
+# Glance's documents and decisions, remembered in the index's database beside the blob rows
+DOCUMENTS = web.AppKey("documents", DocumentStore)
+DECISIONS = web.AppKey("decisions", DecisionStore)
 PREFETCHER = web.AppKey("prefetcher", Prefetcher)
 SIBLINGS = web.AppKey("siblings", Siblings)  # only in a zone of several nodes ([zone] peers)
 KEYSTONE_SESSION = web.AppKey("keystone_session", aiohttp.ClientSession)

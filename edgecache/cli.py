@@ -20,9 +20,9 @@ from edgecache.admin_client import AdminClient, AdminError
 from edgecache.allocator import keep_large_buffers
 from edgecache.config import ConfigError, Settings, load_settings, resolve_config_path
 from edgecache.console import human_age, human_duration, human_size, table
+from edgecache.database.schema import IndexFromNewerRelease
 from edgecache.logs import LOG_FORMATS, configure_logging
 from edgecache.progress import LogProgress, TerminalProgress
-from edgecache.store.schema import IndexFromNewerRelease
 from edgecache.warm import Outcome, Progress, Warmer, WarmError, token_from
 
 EXIT_FAILED = 1

@@ -30,10 +30,10 @@ from edgecache.app import create_app
 from edgecache.appkeys import METRICS
 from edgecache.config import ConfigError, Settings
 from edgecache.malformed import ProtocolLog
-from edgecache.peer_certificate import certificate_file_summary
 from edgecache.systemd import Notifier
 from edgecache.tls import ServerTls, load_server_certificate, server_context
 from edgecache.unixpath import usable_socket_path
+from edgecache.upstream.certificates import certificate_file_summary
 from edgecache.zone.endpoint import create_zone_app
 
 log = logging.getLogger("edgecache")

@@ -16,9 +16,9 @@ import time
 from dataclasses import dataclass
 
 from edgecache.authorization.decisions import DecisionStore
+from edgecache.database.connection import Database
+from edgecache.documents import DocumentStore
 from edgecache.metrics import Metrics
-from edgecache.store.db import Database
-from edgecache.store.documents import DocumentStore
 
 log = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ from typing import Any
 
 from aiohttp import web
 
-from edgecache.appkeys import CACHE, METRICS, PREFETCHER, SETTINGS, UPSTREAM
+from edgecache.appkeys import CACHE, DOCUMENTS, METRICS, PREFETCHER, SETTINGS, UPSTREAM
+from edgecache.documents import SHARED_SCOPE
 from edgecache.metrics import Metrics
-from edgecache.store.documents import SHARED_SCOPE
 
 PREFIX = "/edgecache/admin"
 
@@ -145,7 +145,7 @@ def _fills(request: web.Request) -> list[dict[str, object]]:
 
 
 async def _name(request: web.Request, image_id: str) -> str | None:
-    record = await request.app[CACHE].index.documents.get(SHARED_SCOPE, f"/v2/images/{image_id}")
+    record = await request.app[DOCUMENTS].get(SHARED_SCOPE, f"/v2/images/{image_id}")
     if record is None:
         return None
     try:

@@ -9,8 +9,8 @@ from aiohttp.typedefs import Handler
 
 from edgecache.api.answers import to_response
 from edgecache.authorization.recall import upstream_busy
-from edgecache.pools import PoolExhausted
 from edgecache.throttle import ThrottledLog
+from edgecache.upstream.pools import PoolExhausted
 
 log = logging.getLogger(__name__)
 BUSY_LOG = web.AppKey("busy_log", ThrottledLog)

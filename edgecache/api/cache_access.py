@@ -27,8 +27,8 @@ from edgecache.appkeys import AUTHORITY, RECALL, UPSTREAM
 from edgecache.authorization.authority import Authority
 from edgecache.authorization.identity import Caller
 from edgecache.authorization.recall import Answer, refusal
-from edgecache.store.db import best_effort
-from edgecache.upstream import TRANSIENT_ERRORS, Upstream
+from edgecache.database.connection import best_effort
+from edgecache.upstream.client import TRANSIENT_ERRORS, Upstream
 
 CACHE_API = "cache-api"  # the prefix of the pseudo image ids decisions are remembered under
 CLEAR_TARGET = "x-image-cache-clear-target"

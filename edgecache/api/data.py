@@ -15,15 +15,15 @@ from edgecache.api.transfer import FileEndedEarly, abort, corked, data_response,
 from edgecache.appkeys import AUTHORITY, CACHE, METRICS, SIBLINGS, UPSTREAM
 from edgecache.authorization.identity import Caller
 from edgecache.authorization.recall import refusal, uplink_down
+from edgecache.database.connection import best_effort
 from edgecache.headers import forwardable
 from edgecache.images import ImageRecord, is_image_id
 from edgecache.ranges import ByteRange, MultipleRanges, RangeNotSatisfiable, parse_range
 from edgecache.store.blobs import BlobCorrupt
-from edgecache.store.db import best_effort
 from edgecache.store.digests import ImageDigest
 from edgecache.store.fill import Fill, FillFailed
 from edgecache.store.index import BlobEntry
-from edgecache.upstream import TRANSIENT_ERRORS
+from edgecache.upstream.client import TRANSIENT_ERRORS
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from edgecache.api.transfer import abort
 from edgecache.appkeys import UPSTREAM
 from edgecache.authorization.recall import upstream_unreachable
 from edgecache.headers import forwardable
-from edgecache.upstream import TRANSIENT_ERRORS
+from edgecache.upstream.client import TRANSIENT_ERRORS
 
 log = logging.getLogger(__name__)
 

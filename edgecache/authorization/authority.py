@@ -31,10 +31,10 @@ from dataclasses import dataclass
 from edgecache.authorization.decisions import DecisionStore, TokenRow
 from edgecache.authorization.identity import Caller, Identity, TokenHasher, token_identity
 from edgecache.authorization.keystone import Keystone, TokenRejected
+from edgecache.documents import SHARED_SCOPE, Document, DocumentStore
 from edgecache.headers import AUTH_TOKEN, identity
 from edgecache.lru import LruDict
 from edgecache.singleflight import SingleFlight
-from edgecache.store.documents import SHARED_SCOPE, Document, DocumentStore
 
 RECENT_CAPACITY = 100_000
 # An unchanged answer is written again at most this often (it pushes the expiry forward).

@@ -20,8 +20,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from edgecache.authorization.identity import Identity
-from edgecache.store.db import Database
-from edgecache.store.schema import Schema
+from edgecache.database.connection import Database
+from edgecache.database.schema import Schema
 
 # A token row is kept this long past its expiry, so that a token known to have expired is
 # answered 401 while the uplink is down rather than 503 (never seen here).

@@ -19,8 +19,8 @@ import aiohttp
 from edgecache.config import ServiceCredentials, Settings
 from edgecache.metrics import Metrics
 from edgecache.tls import ClientTls, client_context, warn_if_unverified
-from edgecache.upstream import TRANSIENT_ERRORS
-from edgecache.upstream_failures import FailureExplainer
+from edgecache.upstream.client import TRANSIENT_ERRORS
+from edgecache.upstream.failures import FailureExplainer
 
 log = logging.getLogger(__name__)
 

@@ -20,16 +20,21 @@ from edgecache.authorization.authority import (
     Authority,
 )
 from edgecache.authorization.identity import Caller, Identity
+from edgecache.database.connection import best_effort
+from edgecache.documents import SHARED_SCOPE, Document, DocumentStore
 from edgecache.glance_errors import UNAUTHORIZED, GlanceError
 from edgecache.headers import REQUEST_ID, forwardable
 from edgecache.images import ImageRecord
 from edgecache.lru import LruDict
 from edgecache.metrics import Metrics
-from edgecache.pools import PoolExhausted
 from edgecache.singleflight import SingleFlight
-from edgecache.store.db import best_effort
-from edgecache.store.documents import SHARED_SCOPE, Document, DocumentStore
-from edgecache.upstream import TRANSIENT_ERRORS, UNAVAILABLE_STATUSES, Upstream, UpstreamAnswer
+from edgecache.upstream.client import (
+    TRANSIENT_ERRORS,
+    UNAVAILABLE_STATUSES,
+    Upstream,
+    UpstreamAnswer,
+)
+from edgecache.upstream.pools import PoolExhausted
 
 RETRY_AFTER = "30"
 REMEMBERED_STATUSES = frozenset({200, 300})  # 300: Glance's answer to GET /

@@ -17,18 +17,17 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from edgecache.authorization.authority import DOWNLOAD
+from edgecache.authorization.decisions import DecisionStore
 from edgecache.authorization.keystone import KEYSTONE_ERRORS, Keystone, describe
+from edgecache.documents import SHARED_SCOPE, Document, DocumentStore
 from edgecache.headers import OWN_USER_AGENT
 from edgecache.metrics import Metrics
-from edgecache.pools import PoolExhausted
-from edgecache.store.documents import SHARED_SCOPE, Document
-from edgecache.store.evict import Evictor
-from edgecache.store.index import Index
-from edgecache.upstream import TRANSIENT_ERRORS, Upstream
+from edgecache.upstream.client import TRANSIENT_ERRORS, Upstream
+from edgecache.upstream.pools import PoolExhausted
 
 log = logging.getLogger(__name__)
 
@@ -49,31 +48,36 @@ class Revalidator:
         *,
         upstream: Upstream,
         keystone: Keystone,
-        index: Index,
-        evictor: Evictor,
+        documents: DocumentStore,
+        decisions: DecisionStore,
+        cached: Callable[[], list[str]],
+        evict: Callable[[str], Awaitable[object]],
         metrics: Metrics,
         forget_recent: Callable[[], None],
     ) -> None:
+        """`cached`: the images that have a stored copy; `evict`: remove an image's copy."""
         self._upstream = upstream
         self._keystone = keystone
-        self._index = index
-        self._evictor = evictor
+        self._documents = documents
+        self._decisions = decisions
+        self._cached = cached
+        self._evict = evict
         self._metrics = metrics
         self._forget_recent = forget_recent
 
     async def run(self) -> None:
         """Re-check every remembered image record (the uplink is back)."""
-        await self._index.decisions.purge_expired()
-        image_ids = await self._index.documents.image_ids()
+        await self._decisions.purge_expired()
+        image_ids = await self._documents.image_ids()
         if await self._revalidate_all(image_ids, "the next time the uplink comes back"):
             log.info("revalidated %d remembered image records", len(image_ids))
 
     async def refresh_cached(self, older_than: float) -> None:
         """Re-read the records of cached images last had from Glance more than `older_than`
         seconds ago, oldest first, so that what is served offline follows the region."""
-        cached = self._index.image_ids()
+        cached = self._cached()
         paths = [_record_path(image_id) for image_id in cached]
-        fetched = await self._index.documents.fetched_at(SHARED_SCOPE, paths)
+        fetched = await self._documents.fetched_at(SHARED_SCOPE, paths)
         due = sorted(
             (fetched.get(path, 0.0), image_id)
             for path, image_id in zip(paths, cached, strict=True)
@@ -81,8 +85,8 @@ class Revalidator:
         )
         if due and await self._revalidate_all([image_id for _, image_id in due], "shortly"):
             self._metrics.record_refreshes.inc(len(due))
-        fetched = await self._index.documents.fetched_at(
-            SHARED_SCOPE, [_record_path(image_id) for image_id in self._index.image_ids()]
+        fetched = await self._documents.fetched_at(
+            SHARED_SCOPE, [_record_path(image_id) for image_id in self._cached()]
         )
         oldest = min(fetched.values(), default=None)
         self._metrics.oldest_cached_record_age.set(0 if oldest is None else time.time() - oldest)
@@ -135,30 +139,30 @@ class Revalidator:
         answer = await self._upstream.fetch(path, headers)
         if answer.status == 404:
             log.info("image %s was deleted upstream; forgetting it", image_id)
-            await self._index.documents.forget_image(image_id)
-            await self._index.decisions.forget_image(image_id)
-            await self._evictor.remove(image_id)
+            await self._documents.forget_image(image_id)
+            await self._decisions.forget_image(image_id)
+            await self._evict(image_id)
             self._metrics.revalidations.labels("deleted").inc()
             return
         if answer.status != 200:
             return
         record = answer.json()
         content_type = answer.headers.get("Content-Type", "application/json")
-        await self._index.documents.put(
+        await self._documents.put(
             SHARED_SCOPE, path, Document(200, content_type, answer.body, time.time()), image_id
         )
         members = (
             await self._members(path, headers) if record.get("visibility") == "shared" else set()
         )
         downloadable = record.get("status") == "active"
-        for identity, project, is_admin in await self._index.decisions.allowed(image_id):
+        for identity, project, is_admin in await self._decisions.allowed(image_id):
             if is_admin:
                 self._metrics.revalidations.labels("kept").inc()
             elif not may_still_see(record, project, members):
-                await self._index.decisions.forget(identity, image_id)
+                await self._decisions.forget(identity, image_id)
                 self._metrics.revalidations.labels("revoked").inc()
             elif not downloadable:  # deactivated: the record stays visible, the data does not
-                await self._index.decisions.forget(identity, image_id, DOWNLOAD)
+                await self._decisions.forget(identity, image_id, DOWNLOAD)
                 self._metrics.revalidations.labels("revoked").inc()
             else:
                 self._metrics.revalidations.labels("kept").inc()

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import IO
 
 from edgecache.config import Settings
+from edgecache.database.schema import Schema
 from edgecache.images import ImageRecord
 from edgecache.metrics import Metrics
 from edgecache.ranges import ByteRange
@@ -76,8 +77,15 @@ class ImageCache:
         )
 
     @classmethod
-    async def open(cls, settings: Settings, sources: SourcePicker, metrics: Metrics) -> ImageCache:
-        """`sources`: where fills take their bytes from (edgecache.store.source)."""
+    async def open(
+        cls,
+        settings: Settings,
+        sources: SourcePicker,
+        metrics: Metrics,
+        beside: tuple[Schema, ...] = (),
+    ) -> ImageCache:
+        """`sources`: where fills take their bytes from (edgecache.store.source); `beside`:
+        other owners' tables in the index's database."""
         store = BlobStore(Path(settings.cache_dir))
         executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="edgecache-io")
         # Fills get threads of their own: their lanes keep a thread while bytes keep coming,
@@ -88,7 +96,7 @@ class ImageCache:
         store_executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="edgecache-store")
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(executor, store.make_layout)
-        index = await Index.open(store.index_path)
+        index = await Index.open(store.index_path, beside)
         quarantine = Quarantine(
             store, keep=settings.quarantine_keep, metrics=metrics, executor=executor
         )

@@ -41,7 +41,7 @@ from edgecache.store.lanes import Lanes, LaneStopped
 from edgecache.store.recent import RecentlyVerified
 from edgecache.store.source import REGION, ByteSource, SourceLost, SourcePicker
 from edgecache.store.transitions import Transitions
-from edgecache.upstream import TRANSIENT_ERRORS
+from edgecache.upstream.client import TRANSIENT_ERRORS
 
 log = logging.getLogger(__name__)
 

@@ -19,10 +19,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgecache.authorization import decisions
-from edgecache.store import documents
-from edgecache.store.db import Database
-from edgecache.store.schema import Schema
+from edgecache.database.connection import Database
+from edgecache.database.schema import Schema
 
 SCHEMA = Schema(
     owner="blobs",
@@ -80,13 +78,12 @@ def _entry(row: Iterable[object]) -> BlobEntry:
 
 
 class Index:
-    """The database: blob rows here, remembered documents and decisions beside them."""
+    """The blob rows. The database may hold other owners' tables beside them (the app opens
+    the remembered documents and decisions there); the index knows nothing of them."""
 
     def __init__(self, db: Database, entries: Iterable[BlobEntry]) -> None:
         self._db = db
         self._entries = {entry.image_id: entry for entry in entries}
-        self.documents = documents.DocumentStore(db)
-        self.decisions = decisions.DecisionStore(db)
         # Hits are counted in memory and written together now and then: a hit costs no
         # database write of its own. Listings and eviction write them out first.
         self._hits: dict[str, tuple[int, float]] = {}  # image -> (new hits, last access)
@@ -97,8 +94,9 @@ class Index:
         return self._db
 
     @classmethod
-    async def open(cls, path: Path) -> Index:
-        db = await Database.open(path, (SCHEMA, documents.SCHEMA, decisions.SCHEMA))
+    async def open(cls, path: Path, beside: tuple[Schema, ...] = ()) -> Index:
+        """Open the index at `path`, with other owners' tables `beside` the blob rows."""
+        db = await Database.open(path, (SCHEMA, *beside))
         rows = await db.fetch_all(f"SELECT {_COLUMNS} FROM blobs")
         return cls(db, (_entry(row) for row in rows))
 

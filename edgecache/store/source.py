@@ -18,7 +18,7 @@ from typing import Protocol
 import aiohttp
 
 from edgecache.images import ImageRecord
-from edgecache.upstream import Upstream
+from edgecache.upstream.client import Upstream
 
 STORED_DEPTH = 0
 REGION_DEPTH = 1

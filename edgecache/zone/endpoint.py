@@ -20,13 +20,13 @@ from edgecache.appkeys import CACHE, METRICS, SETTINGS, SIBLINGS, ZONE_SIGNATURE
 from edgecache.authorization.recall import refusal
 from edgecache.config import Settings
 from edgecache.images import is_image_id
-from edgecache.lowdelay import mark_low_delay
 from edgecache.observe import add_request_id, observe_requests
 from edgecache.ranges import ByteRange, MultipleRanges, RangeNotSatisfiable, parse_range
 from edgecache.store.blobs import BlobCorrupt
 from edgecache.store.fill import Fill, FillFailed
 from edgecache.store.index import BlobEntry
 from edgecache.store.source import STORED_DEPTH
+from edgecache.upstream.lowdelay import mark_low_delay
 from edgecache.zone.protocol import (
     ASKER_HEADER,
     COPY_HEADER,

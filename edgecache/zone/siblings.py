@@ -13,11 +13,11 @@ import aiohttp
 from edgecache.config import Settings
 from edgecache.headers import OWN_USER_AGENT
 from edgecache.images import ImageRecord
-from edgecache.lowdelay import low_delay_socket
 from edgecache.metrics import Metrics
 from edgecache.store.source import SIBLING, ByteSource, RegionSource, SourceLost
 from edgecache.tls import ClientTls, client_context
-from edgecache.upstream_failures import Failure, FailureDescriber
+from edgecache.upstream.failures import Failure, FailureDescriber
+from edgecache.upstream.lowdelay import low_delay_socket
 from edgecache.zone.protocol import (
     ASKER_HEADER,
     COPY_HEADER,

@@ -9,7 +9,7 @@ import pytest
 
 from edgecache.appkeys import AUTHORITY, RECALL, UPSTREAM
 from edgecache.authorization.recall import Answer
-from edgecache.upstream import UpstreamAnswer
+from edgecache.upstream.client import UpstreamAnswer
 from tests.conftest import EdgecacheFactory, random_bytes
 from tests.fakeglance import FakeGlance
 

@@ -11,8 +11,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from edgecache.documents import DocumentStore
 from edgecache.store import evict
-from edgecache.store.documents import DocumentStore
 from tests.conftest import EdgecacheFactory, MiB, random_bytes
 from tests.fakeglance import FakeGlance
 

@@ -13,7 +13,7 @@ from edgecache.authorization.recall import (
     upstream_unreachable,
 )
 from edgecache.glance_errors import GlanceError, preferred_offer
-from edgecache.pools import PoolExhausted
+from edgecache.upstream.pools import PoolExhausted
 
 
 @pytest.mark.parametrize(

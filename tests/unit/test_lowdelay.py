@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from edgecache.lowdelay import LOW_DELAY, low_delay_socket
+from edgecache.upstream.lowdelay import LOW_DELAY, low_delay_socket
 
 
 def test_sockets_for_fills_carry_the_low_delay_mark() -> None:

@@ -11,8 +11,8 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
-from edgecache.appkeys import CACHE, REVALIDATOR, SETTINGS, UPSTREAM
-from edgecache.store.documents import SHARED_SCOPE, Document
+from edgecache.appkeys import CACHE, DOCUMENTS, REVALIDATOR, SETTINGS, UPSTREAM
+from edgecache.documents import SHARED_SCOPE, Document
 from tests.conftest import (
     EdgecacheFactory,
     MiB,
@@ -105,7 +105,7 @@ async def test_uplink_state_in_healthz_metrics_and_logs(
         assert await state() == ("down", "0.0")
     await go_online(edgecache, upstream_server)
     assert await state() == ("up", "1.0")
-    transitions = [r.message for r in caplog.records if r.name == "edgecache.uplink"]
+    transitions = [r.message for r in caplog.records if r.name == "edgecache.upstream.uplink"]
     assert len(transitions) == 2
     assert "offline" in transitions[0]
     assert "back online" in transitions[1]
@@ -551,7 +551,7 @@ async def test_an_old_record_opens_its_image_to_nobody_who_never_asked(
     assert (await status_and_body(edgecache, f"/v2/images/{elsewhere.id}", other))[0] == 200
     await go_offline(edgecache, upstream_server)
     record_max_age = edgecache.server.app[SETTINGS].record_max_age
-    documents = edgecache.server.app[CACHE].index.documents
+    documents = edgecache.server.app[DOCUMENTS]
     path = f"/v2/images/{image.id}"
     record = await documents.get(SHARED_SCOPE, path)
     assert record is not None

@@ -8,9 +8,9 @@ import time
 
 from aiohttp.test_utils import TestClient
 
-from edgecache.appkeys import CACHE, METRICS
+from edgecache.appkeys import CACHE, DECISIONS, DOCUMENTS, METRICS
 from edgecache.authorization.recall import PER_IDENTITY
-from edgecache.store.documents import SHARED_SCOPE, Document
+from edgecache.documents import SHARED_SCOPE, Document
 from edgecache.upkeep import IndexUpkeep
 from tests.conftest import EdgecacheFactory, random_bytes
 from tests.fakeglance import FakeGlance
@@ -81,15 +81,16 @@ async def test_the_index_is_held_under_its_bound_oldest_first_boot_documents_kep
     async with edgecache.get("/versions"):
         pass
     index = edgecache.server.app[CACHE].index
+    documents, decisions = edgecache.server.app[DOCUMENTS], edgecache.server.app[DECISIONS]
     now = time.time()
     for n in range(2000):  # about 8 MiB of remembered lists of 400 identities
         body = json.dumps({"images": [{"id": str(n), "pad": "x" * 4000}]}).encode()
         document = Document(200, "application/json", body, now - 2000 + n)
-        await index.documents.put(f"tk:{n % 400}", f"/v2/images?n={n}", document)
+        await documents.put(f"tk:{n % 400}", f"/v2/images?n={n}", document)
     upkeep = IndexUpkeep(
         db=index.database,
-        documents=index.documents,
-        decisions=index.decisions,
+        documents=documents,
+        decisions=decisions,
         metrics=edgecache.server.app[METRICS],
         max_bytes=bound,
         document_ttl=3600,
@@ -97,7 +98,7 @@ async def test_the_index_is_held_under_its_bound_oldest_first_boot_documents_kep
     assert await index.database.used_bytes() > bound
     await upkeep.once()
     assert await index.database.used_bytes() <= bound
-    assert await index.documents.get(SHARED_SCOPE, "/versions") is not None
+    assert await documents.get(SHARED_SCOPE, "/versions") is not None
     kept = await index.database.fetch_all("SELECT fetched_at FROM documents WHERE scope != '*'")
     dropped_oldest = min(float(row[0]) for row in kept) > now - 2000 + 100
     assert kept
@@ -114,20 +115,21 @@ async def test_documents_nobody_had_for_the_decision_ttl_are_purged(
     async with edgecache.get("/versions"):
         pass
     index = edgecache.server.app[CACHE].index
+    documents, decisions = edgecache.server.app[DOCUMENTS], edgecache.server.app[DECISIONS]
     old = Document(200, "application/json", b"{}", time.time() - 601)
-    await index.documents.put("tk:someone", "/v2/images?old", old)
-    await index.documents.put(SHARED_SCOPE, "/v2/images/x", old, "x")
-    await index.documents.put(SHARED_SCOPE, "/v2/schemas/image", old)
+    await documents.put("tk:someone", "/v2/images?old", old)
+    await documents.put(SHARED_SCOPE, "/v2/images/x", old, "x")
+    await documents.put(SHARED_SCOPE, "/v2/schemas/image", old)
     upkeep = IndexUpkeep(
         db=index.database,
-        documents=index.documents,
-        decisions=index.decisions,
+        documents=documents,
+        decisions=decisions,
         metrics=edgecache.server.app[METRICS],
         max_bytes=256 * MiB,
         document_ttl=600,
     )
     await upkeep.once()
-    assert await index.documents.get("tk:someone", "/v2/images?old") is None
-    assert await index.documents.get(SHARED_SCOPE, "/v2/images/x") is None
-    assert await index.documents.get(SHARED_SCOPE, "/v2/schemas/image") is not None
-    assert await index.documents.get(SHARED_SCOPE, "/versions") is not None
+    assert await documents.get("tk:someone", "/v2/images?old") is None
+    assert await documents.get(SHARED_SCOPE, "/v2/images/x") is None
+    assert await documents.get(SHARED_SCOPE, "/v2/schemas/image") is not None
+    assert await documents.get(SHARED_SCOPE, "/versions") is not None

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from edgecache.store.schema import IndexFromNewerRelease
+from edgecache.database.schema import IndexFromNewerRelease
 from tests.conftest import EdgecacheFactory, UpstreamServer, go_online
 from tests.fakeglance import SERVICE_USER, FakeGlance
 from tests.upgrade.releases import BOOT_TOKEN, RELEASES, Release, glance_of_the_fixtures

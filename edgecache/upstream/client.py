@@ -6,7 +6,7 @@ answer, requests that can safely be repeated (GET/HEAD without a body) are retri
 endpoint, which becomes active. While a fallback is active the primary is probed and taken
 back as soon as it answers. The uplink is down only when no endpoint answers.
 
-Connections come from two bounded pools (edgecache.pools): image data, and everything else.
+Connections come from two bounded pools (edgecache.upstream.pools): image data, and everything else.
 Requests carry exactly the headers their caller gives: aiohttp adds none of its own.
 """
 
@@ -27,12 +27,12 @@ from multidict import CIMultiDictProxy
 
 from edgecache.config import Settings
 from edgecache.headers import OWN_USER_AGENT
-from edgecache.lowdelay import low_delay_socket
 from edgecache.metrics import Metrics
-from edgecache.pools import DATA_POOL, METADATA_POOL, ConnectionPool, PoolExhausted
 from edgecache.tls import ClientTls, client_context, warn_if_unverified
-from edgecache.uplink import Uplink, UplinkDown
-from edgecache.upstream_failures import FailureExplainer
+from edgecache.upstream.failures import FailureExplainer
+from edgecache.upstream.lowdelay import low_delay_socket
+from edgecache.upstream.pools import DATA_POOL, METADATA_POOL, ConnectionPool, PoolExhausted
+from edgecache.upstream.uplink import Uplink, UplinkDown
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import aiosqlite
 
-from edgecache.store.schema import Schema, migrate
+from edgecache.database.schema import Schema, migrate
 
 Row = Sequence[Any]
 log = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from edgecache.metrics import Metrics
-from edgecache.peer_certificate import PeerCertificate, fetch_peer_certificate
+from edgecache.upstream.certificates import PeerCertificate, fetch_peer_certificate
 
 log = logging.getLogger(__name__)
 

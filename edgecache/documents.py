@@ -10,8 +10,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from edgecache.store.db import Database
-from edgecache.store.schema import Schema
+from edgecache.database.connection import Database
+from edgecache.database.schema import Schema
 
 SHARED_SCOPE = "*"
 _BATCH = 500  # parameters per statement (sqlite allows 999 in older builds)
