@@ -22,6 +22,7 @@ from edgecache.appkeys import (
     CACHE,
     DECISIONS,
     DOCUMENTS,
+    DOWNLOADS,
     KEYSTONE_SESSION,
     METRICS,
     PREFETCHER,
@@ -29,14 +30,18 @@ from edgecache.appkeys import (
     REVALIDATOR,
     SETTINGS,
     SIBLINGS,
+    SOURCES,
+    UNAUTHORIZED,
     UPSTREAM,
 )
 from edgecache.authorization import decisions
 from edgecache.authorization.authority import Authority
 from edgecache.authorization.bootdocs import BootDocuments
+from edgecache.authorization.decision import DownloadDecisions
 from edgecache.authorization.decisions import DecisionStore
 from edgecache.authorization.identity import TokenHasher
 from edgecache.authorization.keystone import service_keystone
+from edgecache.authorization.offline import OfflineAnswers
 from edgecache.authorization.recall import Recall
 from edgecache.authorization.revalidate import Revalidator
 from edgecache.config import Settings
@@ -44,9 +49,11 @@ from edgecache.documents import DocumentStore
 from edgecache.metrics import Metrics
 from edgecache.observe import OWN_ERRORS_LOG, add_request_id, observe_requests, own_errors_log
 from edgecache.prefetch import Prefetcher
+from edgecache.refusals import Unauthorized
 from edgecache.store.cache import ImageCache
 from edgecache.store.source import RegionSource, SourcePicker
 from edgecache.systemd import systemd_notify_ctx
+from edgecache.transfer.source import Sources
 from edgecache.upkeep import IndexUpkeep
 from edgecache.upstream.client import Upstream
 from edgecache.zone.siblings import Siblings, ZoneSources
@@ -160,11 +167,30 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
                     revalidator.keep_fresh(settings.record_max_age), name="record-freshness"
                 )
             )
+        app[UNAUTHORIZED] = Unauthorized()
+        offline = OfflineAnswers(
+            authority=app[AUTHORITY], documents=app[DOCUMENTS], unauthorized=app[UNAUTHORIZED]
+        )
         app[RECALL] = Recall(
             upstream=upstream,
             documents=app[DOCUMENTS],
             authority=app[AUTHORITY],
+            offline=offline,
+            unauthorized=app[UNAUTHORIZED],
             metrics=app[METRICS],
+            reuse_decisions_for=settings.reuse_decisions_for,
+        )
+        app[SOURCES] = Sources(
+            cache=cache,
+            uplink=upstream.uplink,
+            siblings=app.get(SIBLINGS),
+            metrics=app[METRICS],
+        )
+        app[DOWNLOADS] = DownloadDecisions(
+            recall=app[RECALL],
+            authority=app[AUTHORITY],
+            offline=offline,
+            unauthorized=app[UNAUTHORIZED],
             reuse_decisions_for=settings.reuse_decisions_for,
         )
         boot_documents = BootDocuments(app[RECALL], app[AUTHORITY], keystone)

@@ -6,6 +6,7 @@ import aiohttp
 from aiohttp import web
 
 from edgecache.authorization.authority import Authority
+from edgecache.authorization.decision import DownloadDecisions
 from edgecache.authorization.decisions import DecisionStore
 from edgecache.authorization.recall import Recall
 from edgecache.authorization.revalidate import Revalidator
@@ -13,7 +14,9 @@ from edgecache.config import Settings
 from edgecache.documents import DocumentStore
 from edgecache.metrics import Metrics
 from edgecache.prefetch import Prefetcher
+from edgecache.refusals import Unauthorized
 from edgecache.store.cache import ImageCache
+from edgecache.transfer.source import Sources
 from edgecache.upstream.client import Upstream
 from edgecache.zone.siblings import Siblings
 from edgecache.zone.signing import SignatureCheck
@@ -24,6 +27,9 @@ UPSTREAM = web.AppKey("upstream", Upstream)
 CACHE = web.AppKey("cache", ImageCache)
 AUTHORITY = web.AppKey("authority", Authority)
 RECALL = web.AppKey("recall", Recall)
+DOWNLOADS = web.AppKey("downloads", DownloadDecisions)  # may this caller have these bytes?
+SOURCES = web.AppKey("sources", Sources)  # where they come from
+UNAUTHORIZED = web.AppKey("unauthorized", Unauthorized)  # keystonemiddleware's 401, as Glance's
 # only with [keystone] service credentials: remembered records re-read as the service user
 REVALIDATOR = web.AppKey("revalidator", Revalidator)
 # Glance's documents and decisions, remembered in the index's database beside the blob rows

@@ -47,6 +47,20 @@ SCHEMA = Schema(
 )
 
 
+# Per-caller documents (lists, member lists) remembered per identity, the most recently had
+# from Glance first; older ones are dropped.
+PER_IDENTITY = 16
+
+
+@dataclass(frozen=True)
+class Kept:
+    """Under what a document is remembered: its path (with the query only where it selects
+    the answer), and whether it is the caller's own view (remembered per identity)."""
+
+    path: str
+    per_caller: bool
+
+
 @dataclass(frozen=True)
 class Document:
     status: int

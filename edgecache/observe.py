@@ -17,10 +17,10 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from edgecache.api.answers import OWN_ERROR
-from edgecache.api.proxy import BYTES_SENT
 from edgecache.appkeys import METRICS, UPSTREAM
 from edgecache.headers import REQUEST_ID
 from edgecache.throttle import ThrottledLog
+from edgecache.transfer.send import BYTES_SENT
 
 access_log = logging.getLogger("edgecache.access")
 log = logging.getLogger("edgecache")

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from aiohttp import web
 
+from edgecache.answer import Answer
 from edgecache.appkeys import RECALL
 from edgecache.authorization.identity import Caller
-from edgecache.authorization.recall import Answer, not_a_record
 from edgecache.images import ImageRecord
+from edgecache.refusals import not_a_record
 
 # On a response edgecache wrote itself (not Glance's): what it told the caller.
 OWN_ERROR = web.ResponseKey("own_error", str)
@@ -48,30 +47,3 @@ async def visible_image(
         return answer.image()
     except ValueError:
         return to_response(request, not_a_record())
-
-
-async def downloadable_image(
-    request: web.Request, caller: Caller, image_id: str
-) -> ImageRecord | web.Response:
-    """Glance's record of the image if Glance would hand `caller` the image's bytes (or did,
-    while the uplink is down); otherwise Glance's refusal to send instead.
-
-    Seeing the record (`get_image`) and downloading (`download_image`) are separate decisions
-    in Glance; both are asked at once, so the download check adds no round trip.
-    """
-    recall = request.app[RECALL]
-    record, download = await asyncio.gather(
-        recall.get(f"/v2/images/{image_id}", caller, image_id=image_id),
-        recall.download_decision(caller, image_id),
-    )
-    if record.status != 200:
-        return to_response(request, record)
-    try:
-        image = record.image()
-    except ValueError:
-        return to_response(request, not_a_record())
-    if not image.has_data:
-        # Nothing to cache or check against (Glance answers `queued` with 204, and its
-        # one-byte check with 500): the request goes to Glance as it is, and Glance decides.
-        return image
-    return image if download.status == 200 else to_response(request, download)

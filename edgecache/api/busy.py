@@ -8,7 +8,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from edgecache.api.answers import to_response
-from edgecache.authorization.recall import upstream_busy
+from edgecache.refusals import upstream_busy
 from edgecache.throttle import ThrottledLog
 from edgecache.upstream.pools import PoolExhausted
 

@@ -22,12 +22,13 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from edgecache.answer import Answer
 from edgecache.api.answers import to_response
-from edgecache.appkeys import AUTHORITY, RECALL, UPSTREAM
+from edgecache.appkeys import AUTHORITY, UNAUTHORIZED, UPSTREAM
 from edgecache.authorization.authority import Authority
 from edgecache.authorization.identity import Caller
-from edgecache.authorization.recall import Answer, refusal
 from edgecache.database.connection import best_effort
+from edgecache.refusals import refusal
 from edgecache.upstream.client import TRANSIENT_ERRORS, Upstream
 
 CACHE_API = "cache-api"  # the prefix of the pseudo image ids decisions are remembered under
@@ -87,7 +88,7 @@ async def _decide(request: web.Request, question: CacheQuestion, image_id: str) 
     if status == 401:
         with best_effort("Glance's refusal of a token"):
             await authority.observe(caller, 401, [])
-        return request.app[RECALL].unauthorized()
+        return request.app[UNAUTHORIZED].answer()
     answer = await _meaning(authority, question, caller, status)
     with best_effort("Glance's cache policy decision"):
         await authority.observe(caller, 200 if answer is None else 403, [question.remembered_as])
@@ -126,7 +127,7 @@ async def _remembered(
     if decision == 200:
         return None
     if decision == 401:
-        return request.app[RECALL].unauthorized()
+        return request.app[UNAUTHORIZED].answer()
     if decision == 403:
         return _not_authorized(question)
     return refusal(

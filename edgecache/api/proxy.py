@@ -7,17 +7,16 @@ import logging
 from aiohttp import web
 
 from edgecache.api.answers import to_response
-from edgecache.api.transfer import abort
 from edgecache.appkeys import UPSTREAM
-from edgecache.authorization.recall import upstream_unreachable
 from edgecache.headers import forwardable
+from edgecache.refusals import upstream_unreachable
+from edgecache.transfer.send import BYTES_SENT, abort
 from edgecache.upstream.client import TRANSIENT_ERRORS
 
 log = logging.getLogger(__name__)
 
 # Bytes of body a handler sent itself (sendfile bypasses aiohttp's own count); for the access
 # log and the byte counters.
-BYTES_SENT = web.ResponseKey("bytes_sent", int)
 
 
 async def passthrough(request: web.Request) -> web.StreamResponse:

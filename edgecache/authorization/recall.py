@@ -1,32 +1,31 @@
-"""Glance's metadata answers: fetched and remembered while online, recalled while offline."""
+"""Glance's metadata answers (records, lists, members, schemas, version documents): asked of
+Glance with the caller's credentials and remembered, or, while Glance cannot be asked, what it
+said before (edgecache.authorization.offline). Each answer also teaches the authority what
+Glance decided about the caller."""
 
 from __future__ import annotations
 
 import json
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
 
 import xxhash
-from multidict import CIMultiDict
 
+from edgecache.answer import Answer
 from edgecache.authorization.authority import (
     DECISION_STATUSES,
-    DOWNLOAD,
-    INVALID_TOKEN,
     RECENT_CAPACITY,
     REWRITE_AFTER,
     Authority,
 )
 from edgecache.authorization.identity import Caller, Identity
+from edgecache.authorization.offline import OfflineAnswers
 from edgecache.database.connection import best_effort
-from edgecache.documents import SHARED_SCOPE, Document, DocumentStore
-from edgecache.glance_errors import UNAUTHORIZED, GlanceError
+from edgecache.documents import PER_IDENTITY, SHARED_SCOPE, Document, DocumentStore, Kept
 from edgecache.headers import REQUEST_ID, forwardable
-from edgecache.images import ImageRecord
 from edgecache.lru import LruDict
 from edgecache.metrics import Metrics
+from edgecache.refusals import Unauthorized
 from edgecache.singleflight import SingleFlight
 from edgecache.upstream.client import (
     TRANSIENT_ERRORS,
@@ -34,122 +33,8 @@ from edgecache.upstream.client import (
     Upstream,
     UpstreamAnswer,
 )
-from edgecache.upstream.pools import PoolExhausted
 
-RETRY_AFTER = "30"
 REMEMBERED_STATUSES = frozenset({200, 300})  # 300: Glance's answer to GET /
-_REFUSALS = {
-    403: "You are not authorized to complete this action.",
-    404: "No image found with ID {image_id}",
-    503: (
-        "The regional image service cannot be reached from this edge site, and this site "
-        "cannot tell now whether you may see image {image_id}. Try again when the uplink is back."
-    ),
-}
-DOWNLOAD_REFUSED = "You are not authorized to complete download_image action."
-# A one-byte GET of an image's data runs every check of a whole download in Glance (policy
-# `download_image` with the image as its target, deactivation, the image's status) and costs
-# Glance one small read; answers that mean the checks passed:
-_DOWNLOAD_ALLOWED = frozenset({200, 206, 204, 416})  # 204: no data yet; 416: an empty image
-_DOWNLOAD_CHECK = {"Range": "bytes=0-0"}
-
-
-# Per-caller documents (lists, member lists) remembered per identity, the most recently had
-# from Glance first; older ones are dropped.
-PER_IDENTITY = 16
-
-
-@dataclass(frozen=True)
-class _Kept:
-    """Under what a document is remembered: its path (with the query only where it selects
-    the answer), and whether it is the caller's own view."""
-
-    path: str
-    per_caller: bool
-
-
-@dataclass(frozen=True)
-class Answer:
-    status: int
-    body: bytes
-    headers: Mapping[str, str] = field(default_factory=dict)
-    age: int | None = None  # seconds since Glance said it; None when fresh from Glance
-    uplink_down: bool = False  # remembered because Glance cannot be asked
-    error: GlanceError | None = None  # edgecache's own refusal, rendered per the caller
-
-    @property
-    def recalled(self) -> bool:
-        return self.age is not None
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-    def image(self) -> ImageRecord:
-        """The image record this answer carries; ValueError if it is not one."""
-        return ImageRecord.from_glance(self.json())
-
-
-def refusal(
-    status: int, explanation: str, headers: Mapping[str, str] | None = None, detail: str = ""
-) -> Answer:
-    """An answer edgecache gives itself, worded and shaped as Glance words and shapes it."""
-    all_headers = dict(headers or {})
-    if status == 503:
-        all_headers["Retry-After"] = RETRY_AFTER
-    return Answer(status, b"", all_headers, error=GlanceError(status, explanation, detail))
-
-
-def unauthorized(www_authenticate: str | None) -> Answer:
-    """keystonemiddleware's 401, which Glance sends before it looks at anything else."""
-    body = {"error": {"code": 401, "title": "Unauthorized", "message": UNAUTHORIZED}}
-    headers = {"Content-Type": "application/json"}
-    if www_authenticate:
-        headers["WWW-Authenticate"] = www_authenticate
-    return Answer(401, json.dumps(body).encode(), headers)
-
-
-def token_unverifiable() -> Answer:
-    """503 for a token edgecache cannot validate while the region cannot be reached (as
-    keystonemiddleware answers when it cannot reach Keystone): not 401, which would tell the
-    client that the token is bad."""
-    return refusal(
-        503,
-        "The regional image service cannot be reached from this edge site, and this token has "
-        "not been seen here before, so this site cannot tell whether it is valid. "
-        "Try again when the uplink is back.",
-    )
-
-
-def not_a_record() -> Answer:
-    return refusal(502, "The regional image service did not answer with an image record.")
-
-
-def uplink_down(what: str) -> Answer:
-    """503 for `what` (a noun phrase: "the data of image X"), which only Glance can give now."""
-    return refusal(
-        503,
-        f"{what[:1].upper()}{what[1:]} is not in the cache of this edge site, and the regional "
-        "image service cannot be reached from here to ask for it. "
-        "Try again when the uplink is back.",
-    )
-
-
-def upstream_unreachable(method: str, path: str) -> Answer:
-    """503 for a request that only Glance can answer (a write, say) while it cannot be reached."""
-    return refusal(
-        503,
-        f"The regional image service cannot be reached from this edge site, and only it can "
-        f"answer {method} {path}. Try again when the uplink is back.",
-    )
-
-
-def upstream_busy(exhausted: PoolExhausted) -> Answer:
-    """503 for a request that waited too long for a connection to Glance."""
-    return refusal(
-        503,
-        f"This edge site is too busy to ask the regional image service now: {exhausted}. "
-        "Try again in a few seconds.",
-    )
 
 
 class Recall:
@@ -159,15 +44,18 @@ class Recall:
         upstream: Upstream,
         documents: DocumentStore,
         authority: Authority,
+        offline: OfflineAnswers,
+        unauthorized: Unauthorized,
         metrics: Metrics,
         reuse_decisions_for: float = 0.0,
     ) -> None:
         self._upstream = upstream
         self._documents = documents
         self._authority = authority
+        self._offline = offline
+        self._unauthorized = unauthorized
         self._metrics = metrics
         self._reuse_for = reuse_decisions_for
-        self._www_authenticate: str | None = None  # where Glance's 401s send callers
         self._stored: LruDict[tuple[str, str], tuple[int, float]] = LruDict(RECENT_CAPACITY)
         self._asking: SingleFlight[tuple[str, frozenset[tuple[str, str]]], UpstreamAnswer]
         self._asking = SingleFlight()
@@ -175,9 +63,6 @@ class Recall:
     def forget_recent(self) -> None:
         """Documents were deleted behind our back (revalidation): store the next ones again."""
         self._stored.clear()
-
-    def unauthorized(self) -> Answer:
-        return unauthorized(self._www_authenticate)
 
     async def get(
         self,
@@ -202,19 +87,19 @@ class Recall:
         `needs_token=False` for the documents Glance serves without authentication (its
         version documents): their answers say nothing about the caller's token.
         """
-        kept = _Kept(path_qs if with_query else path_qs.split("?", 1)[0], per_caller)
+        kept = Kept(path_qs if with_query else path_qs.split("?", 1)[0], per_caller)
         if image_id is not None and (reused := await self._reuse(kept, caller, image_id)):
             return reused
         try:
-            fresh = await self._fetch_once(path_qs, caller.headers)
+            fresh = await self.fetch_once(path_qs, caller.headers)
         except TRANSIENT_ERRORS:
-            return self._counted(await self._recall(kept, caller, image_id, needs_token))
+            return self._counted(await self._offline.document(kept, caller, image_id, needs_token))
         if fresh.status in UNAVAILABLE_STATUSES:
-            recalled = await self._recall(kept, caller, image_id, needs_token)
+            recalled = await self._offline.document(kept, caller, image_id, needs_token)
             if recalled.status != 503:
                 return self._counted(recalled)
         if fresh.status == 401:
-            self._www_authenticate = fresh.headers.get("WWW-Authenticate", self._www_authenticate)
+            self._unauthorized.heard(fresh.headers)
         with best_effort("Glance's answer"):
             who = (
                 await self._learn_access(caller, image_id, fresh.status, decisions)
@@ -227,7 +112,7 @@ class Recall:
         self._metrics.metadata_requests.labels("upstream").inc()
         return Answer(fresh.status, fresh.body, forwardable(fresh.headers))
 
-    async def _fetch_once(self, path_qs: str, headers: Mapping[str, str]) -> UpstreamAnswer:
+    async def fetch_once(self, path_qs: str, headers: Mapping[str, str]) -> UpstreamAnswer:
         """Glance's answer, asked once for identical requests in flight at the same moment.
 
         The same caller (the same credentials) asking for the same document at the same time
@@ -241,61 +126,12 @@ class Recall:
     async def refresh(self, path_qs: str, caller: Caller) -> None:
         """Ask Glance for a shared document now and remember its answer (nobody is waiting
         for it: nothing is recalled, and it is not counted as an answer)."""
-        fresh = await self._fetch_once(path_qs, caller.headers)
+        fresh = await self.fetch_once(path_qs, caller.headers)
         if fresh.status not in UNAVAILABLE_STATUSES:
             with best_effort("Glance's answer"):
                 await self._learn(path_qs, caller, SHARED_SCOPE, None, fresh)
 
-    async def download_decision(self, caller: Caller, image_id: str) -> Answer:
-        """Glance's `download_image` decision for this caller and image: 200 with no body if
-        Glance would hand over the bytes, else Glance's refusal as it was (status and message).
-
-        Asked of Glance itself, with the caller's credentials, as a one-byte GET of the data;
-        remembered per identity for when the uplink is down.
-        """
-        if self._reuse_for and (
-            self._authority.just_decided(caller, image_id, self._reuse_for, DOWNLOAD) == 200
-        ):
-            return Answer(200, b"")
-        try:
-            fresh = await self._fetch_once(
-                f"/v2/images/{image_id}/file", caller.headers | _DOWNLOAD_CHECK
-            )
-        except TRANSIENT_ERRORS:
-            return await self._recall_download(caller, image_id)
-        if fresh.status in UNAVAILABLE_STATUSES:
-            recalled = await self._recall_download(caller, image_id)
-            if recalled.status != 503:
-                return recalled
-        allowed = fresh.status in _DOWNLOAD_ALLOWED
-        with best_effort("Glance's download decision"):
-            await self._authority.observe(
-                caller, 200 if allowed else fresh.status, [image_id], DOWNLOAD
-            )
-        if allowed:
-            return Answer(200, b"")
-        if fresh.status == 401:
-            self._www_authenticate = fresh.headers.get("WWW-Authenticate", self._www_authenticate)
-        return Answer(fresh.status, fresh.body, forwardable(fresh.headers))
-
-    async def _recall_download(self, caller: Caller, image_id: str) -> Answer:
-        if isinstance(verdict := await self._authority.offline_identity(caller), int):
-            return self._unplaced(verdict)
-        decision = await self._authority.offline_decision(caller, image_id, DOWNLOAD)
-        if decision == 200:
-            return Answer(200, b"", age=0, uplink_down=True)
-        if decision == 403:
-            return refusal(403, DOWNLOAD_REFUSED)
-        if decision == 503:
-            return refusal(
-                503,
-                "The regional image service cannot be reached from this edge site, and it has "
-                f"not told this site whether you may download image {image_id}. "
-                "Try again when the uplink is back.",
-            )
-        return refusal(decision, _REFUSALS.get(decision, "").format(image_id=image_id))
-
-    async def _reuse(self, kept: _Kept, caller: Caller, image_id: str) -> Answer | None:
+    async def _reuse(self, kept: Kept, caller: Caller, image_id: str) -> Answer | None:
         """The remembered answer, if Glance allowed this caller this image very lately."""
         if (
             not self._reuse_for
@@ -399,31 +235,6 @@ class Recall:
                 await self._store(
                     SHARED_SCOPE, f"/v2/images/{image_id}", 200, content_type, body, image_id
                 )
-
-    async def _recall(
-        self, kept: _Kept, caller: Caller, image_id: str | None, needs_token: bool
-    ) -> Answer:
-        scope = SHARED_SCOPE
-        if needs_token:
-            who = await self._authority.offline_identity(caller)
-            if isinstance(who, int):
-                return self._unplaced(who)
-            if kept.per_caller:
-                scope = who.key
-        if image_id is not None:
-            decision = await self._authority.offline_decision(caller, image_id)
-            if decision != 200:
-                return refusal(decision, _REFUSALS.get(decision, "").format(image_id=image_id))
-        document = await self._documents.get(scope, kept.path)
-        if document is None:
-            return uplink_down(f"the answer to GET {kept.path}")
-        headers = CIMultiDict({"Content-Type": document.content_type})
-        return Answer(document.status, document.body, headers, age=document.age, uplink_down=True)
-
-    def _unplaced(self, verdict: int) -> Answer:
-        """The answer for a caller edgecache cannot place while Glance cannot be asked (no
-        token or an invalid one: 401; a token it cannot validate now: 503)."""
-        return self.unauthorized() if verdict == INVALID_TOKEN else token_unverifiable()
 
 
 def _owned_by(record_body: bytes, project_id: str | None) -> bool:

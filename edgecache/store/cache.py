@@ -40,6 +40,13 @@ class VerifiedCopy:
     first: ByteRange | None
     rest: AsyncGenerator[ByteRange, None]
 
+    async def spans(self) -> AsyncIterator[ByteRange]:
+        """Every span of the bytes wanted, the first already checked, the others as they come."""
+        span = self.first
+        while span is not None:
+            yield span
+            span = await anext(self.rest, None)
+
 
 VERIFY_AHEAD = 4  # chunks re-hashed ahead of the one being sent
 SEND_SPAN = 64 << 20  # at most this much per sendfile call

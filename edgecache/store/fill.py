@@ -17,7 +17,7 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import Executor
 from typing import IO
 
@@ -31,6 +31,7 @@ from tenacity import (
 
 from edgecache.images import ImageRecord
 from edgecache.metrics import Metrics
+from edgecache.ranges import ByteRange
 from edgecache.singleflight import SingleFlight
 from edgecache.store.blobs import BlobStore
 from edgecache.store.digests import CHUNK_DIGEST_SIZE, ChunkHasher, ImageDigest
@@ -128,6 +129,15 @@ class Fill:
                 return limit
             progress = self._progress
             await progress.wait()
+
+    async def spans(self, wanted: ByteRange) -> AsyncIterator[ByteRange]:
+        """The bytes of `wanted` in spans as they land on disk (the image's last byte only once
+        the whole image is verified); FillFailed if the fill is abandoned."""
+        sent = wanted.start
+        while sent < wanted.end:
+            end = min(await self.readable_end(sent), wanted.end)
+            yield ByteRange(sent, end)
+            sent = end
 
     def take_from(self, source: ByteSource) -> None:
         if self.depth is None or source.depth < self.depth:

@@ -15,17 +15,16 @@ import logging
 from aiohttp import web
 
 from edgecache.api.answers import to_response
-from edgecache.api.transfer import FileEndedEarly, abort, corked, send_file
 from edgecache.appkeys import CACHE, METRICS, SETTINGS, SIBLINGS, ZONE_SIGNATURES
-from edgecache.authorization.recall import refusal
 from edgecache.config import Settings
 from edgecache.images import is_image_id
 from edgecache.observe import add_request_id, observe_requests
 from edgecache.ranges import ByteRange, MultipleRanges, RangeNotSatisfiable, parse_range
-from edgecache.store.blobs import BlobCorrupt
-from edgecache.store.fill import Fill, FillFailed
+from edgecache.refusals import refusal
+from edgecache.store.fill import Fill
 from edgecache.store.index import BlobEntry
 from edgecache.store.source import STORED_DEPTH
+from edgecache.transfer.send import ImageBytesResponse, LocalBytes
 from edgecache.upstream.lowdelay import mark_low_delay
 from edgecache.zone.protocol import (
     ASKER_HEADER,
@@ -109,12 +108,6 @@ def _asker_waits_for_me(request: web.Request, settings: Settings) -> bool:
     return asker in peers and peers.index(asker) > peers.index(settings.zone_self)
 
 
-def _ahead_of_clients(request: web.Request) -> None:
-    """A sibling's fill feeds all its clients: its bytes go first on this node's link."""
-    if request.transport is not None:
-        mark_low_delay(request.transport.get_extra_info("socket"))
-
-
 def _not_here(request: web.Request, image_id: str) -> web.Response:
     return to_response(
         request, refusal(404, f"This node has no copy of image {image_id} and is not filling it.")
@@ -130,15 +123,33 @@ def _wanted(request: web.Request, size: int) -> ByteRange | web.Response:
     return byte_range or ByteRange(0, size)
 
 
-def _response(size: int, wanted: ByteRange, copy: str, depth: int) -> web.StreamResponse:
+def _headers(size: int, wanted: ByteRange, copy: str, depth: int) -> tuple[int, dict[str, str]]:
     whole = wanted.start == 0 and wanted.end == size
-    response = web.StreamResponse(status=200 if whole else 206)
-    response.content_type = "application/octet-stream"
-    response.content_length = wanted.length
+    headers = {
+        "Content-Type": "application/octet-stream",
+        "Content-Length": str(wanted.length),
+        COPY_HEADER: copy,
+        DEPTH_HEADER: str(depth),
+    }
     if not whole:
-        response.headers["Content-Range"] = wanted.content_range(size)
-    response.headers[COPY_HEADER] = copy
-    response.headers[DEPTH_HEADER] = str(depth)
+        headers["Content-Range"] = wanted.content_range(size)
+    return (200 if whole else 206), headers
+
+
+async def _send(
+    request: web.Request, headers: tuple[int, dict[str, str]], local: LocalBytes
+) -> web.StreamResponse:
+    """A sibling's bytes go first on this node's link: its fill feeds all its clients."""
+    status, fields = headers
+    response = ImageBytesResponse(
+        status=status,
+        headers=fields,
+        receiver="a sibling",
+        counted=request.app[METRICS].sibling_bytes_served.inc,
+    )
+    if request.transport is not None:
+        mark_low_delay(request.transport.get_extra_info("socket"))
+    await response.send(request, local)
     return response
 
 
@@ -147,25 +158,12 @@ async def _serve_fill(request: web.Request, fill: Fill, depth: int) -> web.Strea
     wanted = _wanted(request, fill.size)
     if isinstance(wanted, web.Response):
         return wanted
-    response = _response(fill.size, wanted, FILLING, depth)
+    headers = _headers(fill.size, wanted, FILLING, depth)
     if request.method == "HEAD":
-        return response
-    _ahead_of_clients(request)
-    sent = wanted.start
+        return web.StreamResponse(status=headers[0], headers=headers[1])
     with fill.open_reader() as partial:
-        await response.prepare(request)
-        try:
-            while sent < wanted.end:
-                end = min(await fill.readable_end(sent), wanted.end)
-                await send_file(request, response, partial, sent, end - sent)
-                request.app[METRICS].sibling_bytes_served.inc(end - sent)
-                sent = end
-        except (FillFailed, FileEndedEarly, ConnectionError) as exc:
-            log.info("transfer of image %s to a sibling ended early: %s", fill.image.id, exc)
-            abort(request)
-            return response
-    await response.write_eof()
-    return response
+        local = LocalBytes(fill.image.id, partial, fill.spans(wanted), stored=False)
+        return await _send(request, headers, local)
 
 
 async def _serve_stored(request: web.Request, entry: BlobEntry) -> web.StreamResponse | None:
@@ -175,25 +173,12 @@ async def _serve_stored(request: web.Request, entry: BlobEntry) -> web.StreamRes
     wanted = _wanted(request, entry.size)
     if isinstance(wanted, web.Response):
         return wanted
-    response = _response(entry.size, wanted, STORED, STORED_DEPTH)
+    headers = _headers(entry.size, wanted, STORED, STORED_DEPTH)
     if request.method == "HEAD":
-        return response
+        return web.StreamResponse(status=headers[0], headers=headers[1])
     if_corrupt = "a sibling asked for it and will look elsewhere"
     async with cache.verified_copy(entry, wanted, if_corrupt=if_corrupt) as copy:
         if copy is None:
             return None
-        _ahead_of_clients(request)
-        with corked(request):
-            await response.prepare(request)
-            try:
-                span = copy.first
-                while span is not None:
-                    await send_file(request, response, copy.file, span.start, span.length)
-                    request.app[METRICS].sibling_bytes_served.inc(span.length)
-                    span = await anext(copy.rest, None)
-            except (BlobCorrupt, FileEndedEarly, ConnectionError) as exc:
-                log.info("transfer of image %s to a sibling ended early: %s", entry.image_id, exc)
-                abort(request)
-                return response
-        await response.write_eof()
-        return response
+        local = LocalBytes(entry.image_id, copy.file, copy.spans(), stored=True)
+        return await _send(request, headers, local)

@@ -7,8 +7,8 @@ from collections.abc import Mapping
 
 import pytest
 
+from edgecache.answer import Answer
 from edgecache.appkeys import AUTHORITY, RECALL, UPSTREAM
-from edgecache.authorization.recall import Answer
 from edgecache.upstream.client import UpstreamAnswer
 from tests.conftest import EdgecacheFactory, random_bytes
 from tests.fakeglance import FakeGlance

@@ -6,13 +6,13 @@ import json
 
 import pytest
 
-from edgecache.authorization.recall import (
+from edgecache.glance_errors import GlanceError, preferred_offer
+from edgecache.refusals import (
     not_a_record,
     uplink_down,
     upstream_busy,
     upstream_unreachable,
 )
-from edgecache.glance_errors import GlanceError, preferred_offer
 from edgecache.upstream.pools import PoolExhausted
 
 

@@ -9,8 +9,7 @@ import time
 from aiohttp.test_utils import TestClient
 
 from edgecache.appkeys import CACHE, DECISIONS, DOCUMENTS, METRICS
-from edgecache.authorization.recall import PER_IDENTITY
-from edgecache.documents import SHARED_SCOPE, Document
+from edgecache.documents import PER_IDENTITY, SHARED_SCOPE, Document
 from edgecache.upkeep import IndexUpkeep
 from tests.conftest import EdgecacheFactory, random_bytes
 from tests.fakeglance import FakeGlance

@@ -1,18 +1,30 @@
-"""Sending image bytes from local files: zero-copy where possible, aborted on failure."""
+"""Sending an image's bytes: one response type for the spans of a local file (a verified copy
+or a growing fill), to a client or to a sibling, zero-copy where possible, aborted (never cut
+short) when the transfer cannot be completed.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import IO
 
 from aiohttp import web
 
 from edgecache.images import ImageRecord
 from edgecache.ranges import ByteRange
+from edgecache.store.blobs import BlobCorrupt
+from edgecache.store.fill import FillFailed
+
+log = logging.getLogger(__name__)
+
+# On every response that sends a body itself: how many bytes of it went out (access log).
+BYTES_SENT = web.ResponseKey("bytes_sent", int)
 
 _FALLBACK_PIECE = 1 << 20
 # Over TLS bytes must pass through the SSL transport (sendfile would send them in the clear):
@@ -24,22 +36,92 @@ class FileEndedEarly(Exception):
     """The file holds fewer bytes than its record says: the transfer cannot be completed."""
 
 
+@dataclass(frozen=True)
+class LocalBytes:
+    """Bytes to send from a local file: the spans of a verified copy (each chunk re-checked as
+    it comes) or of a growing fill (its last byte only once the whole image verified)."""
+
+    image_id: str
+    file: IO[bytes]
+    spans: AsyncIterator[ByteRange]
+    stored: bool  # a stored copy, sent in full segments; a fill's bytes go as they land
+
+
+class ImageBytesResponse(web.StreamResponse):
+    """The response that sends an image's bytes from a local file, to a client or a sibling
+    alike: the headers, each span (sendfile, or pieces through TLS), the end. A transfer that
+    cannot be completed (the copy turns out corrupt, the fill fails, the file is short) is
+    aborted, so the receiver sees a failed transfer, never a short success."""
+
+    def __init__(
+        self,
+        *,
+        status: int,
+        headers: Mapping[str, str],
+        receiver: str,
+        counted: Callable[[int], None],
+    ) -> None:
+        """`receiver`: who gets the bytes, for log lines ("a client", "a sibling");
+        `counted`: told of the bytes of each span sent."""
+        super().__init__(status=status, headers=headers)
+        self._receiver = receiver
+        self._counted = counted
+        self[BYTES_SENT] = 0
+
+    async def send(self, request: web.Request, local: LocalBytes) -> None:
+        with corked(request) if local.stored else contextlib.nullcontext():
+            await self.prepare(request)
+            try:
+                async for span in local.spans:
+                    await send_file(request, self, local.file, span.start, span.length)
+                    self[BYTES_SENT] += span.length
+                    self._counted(span.length)
+            except ConnectionError as exc:  # a cancelled boot: routine, one line, no trace
+                log.info(
+                    "%s went away after %d bytes of image %s (%s)",
+                    self._receiver.capitalize(),
+                    self[BYTES_SENT],
+                    local.image_id,
+                    exc.strerror or type(exc).__name__,
+                )
+                abort(request)
+                return
+            except (BlobCorrupt, FileEndedEarly, FillFailed) as exc:
+                log.warning(
+                    "The transfer of image %s to %s was aborted after %d bytes: %s.",
+                    local.image_id,
+                    self._receiver,
+                    self[BYTES_SENT],
+                    str(exc).rstrip("."),
+                )
+                abort(request)
+                return
+        await self.write_eof()
+
+
+def image_data_headers(
+    image: ImageRecord, byte_range: ByteRange | None, source: str
+) -> tuple[int, dict[str, str]]:
+    """Status and headers as Glance sends them for image data, plus where edgecache took the
+    bytes from."""
+    assert image.size is not None
+    headers = {"Content-Type": "application/octet-stream", "X-Edgecache-Source": source}
+    if image.checksum:  # the whole image's, even on a 206, as Glance sends it
+        headers["Content-MD5"] = image.checksum
+    if byte_range is None:
+        headers["Content-Length"] = str(image.size)
+    else:
+        headers["Content-Length"] = str(byte_range.length)
+        headers["Content-Range"] = byte_range.content_range(image.size)
+    return (206 if byte_range else 200), headers
+
+
 def data_response(
     image: ImageRecord, byte_range: ByteRange | None, source: str
 ) -> web.StreamResponse:
-    """Headers as Glance sends them for image data, plus where edgecache took the bytes from."""
-    assert image.size is not None
-    response = web.StreamResponse(status=206 if byte_range else 200)
-    response.content_type = "application/octet-stream"
-    response.headers["X-Edgecache-Source"] = source
-    if image.checksum:  # the whole image's, even on a 206, as Glance sends it
-        response.headers["Content-MD5"] = image.checksum
-    if byte_range is None:
-        response.content_length = image.size
-    else:
-        response.content_length = byte_range.length
-        response.headers["Content-Range"] = byte_range.content_range(image.size)
-    return response
+    """The response (headers only, so far) for image data the handler sends itself."""
+    status, headers = image_data_headers(image, byte_range, source)
+    return web.StreamResponse(status=status, headers=headers)
 
 
 async def send_file(
