@@ -105,6 +105,25 @@ class Metrics:
         self.bytes_fetched = Counter(
             "edgecache_fetched_bytes", "Image bytes fetched from the upstream by fills", registry=r
         )
+        # --- the uplink budget (edgecache.upstream.budget) ----------------------------------
+        self.uplink_bytes = Counter(
+            "edgecache_uplink_bytes",
+            "Image bytes fills took from the region, by class of the uplink budget (boot: a "
+            "caller waits for them; prefetch: none does)",
+            ["class"],
+            registry=r,
+        )
+        self.uplink_wait = Counter(
+            "edgecache_uplink_wait_seconds",
+            "Seconds fills waited for the uplink budget, summed over their requests, by class",
+            ["class"],
+            registry=r,
+        )
+        self.uplink_max_rate = Gauge(
+            "edgecache_uplink_max_rate_bytes",
+            "The uplink budget ([upstream] max_rate) in bytes per second; 0: no cap",
+            registry=r,
+        )
         # --- the zone (edgecache.zone) ----------------------------------------------------
         self.sibling_bytes_fetched = Counter(
             "edgecache_sibling_fetched_bytes",
