@@ -34,6 +34,7 @@ from edgecache.metrics import Metrics
 from edgecache.store.cache import ImageCache
 from edgecache.store.index import BlobEntry
 from edgecache.store.source import RegionSource
+from edgecache.upstream.budget import UplinkBudget
 from edgecache.upstream.client import Upstream
 
 SERVICE_TOKEN = "service-token"
@@ -108,7 +109,11 @@ async def _passes(
     upstream = Upstream(settings, metrics)
     await upstream.start()
     cache = await ImageCache.open(
-        settings, RegionSource(upstream), metrics, beside=(document_tables, decision_tables)
+        settings,
+        RegionSource(upstream),
+        metrics,
+        UplinkBudget(None, metrics),
+        beside=(document_tables, decision_tables),
     )
     documents = DocumentStore(cache.index.database)
     assert settings.service_credentials is not None

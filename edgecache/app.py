@@ -55,6 +55,7 @@ from edgecache.store.source import RegionSource, SourcePicker
 from edgecache.systemd import systemd_notify_ctx
 from edgecache.transfer.source import Sources
 from edgecache.upkeep import IndexUpkeep
+from edgecache.upstream.budget import UplinkBudget
 from edgecache.upstream.client import Upstream
 from edgecache.zone.siblings import Siblings, ZoneSources
 
@@ -122,7 +123,11 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
         # The remembered documents and decisions live in the index's database, beside (not
         # inside) the blob index: the store knows nothing of them.
         cache = await ImageCache.open(
-            settings, sources, app[METRICS], beside=(documents.SCHEMA, decisions.SCHEMA)
+            settings,
+            sources,
+            app[METRICS],
+            UplinkBudget(settings.max_rate, app[METRICS]),
+            beside=(documents.SCHEMA, decisions.SCHEMA),
         )
         app[CACHE] = cache
         app[DOCUMENTS] = DocumentStore(cache.index.database)

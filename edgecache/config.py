@@ -102,6 +102,8 @@ class Settings:
     data_connections: int = 16
     metadata_connections: int = 32
     pool_wait: float = 10.0
+    # --- the uplink budget (issue 22): [upstream] max_rate -----------------------------------
+    max_rate: int | None = None  # bytes per second all fills take from the region; None: no cap
     probe_interval: float = 2.0
     decision_ttl: float = 12 * 3600.0
     token_lifetime: float = 3600.0  # Keystone's default [token] expiration
@@ -201,6 +203,7 @@ TOML_KEYS: dict[str, dict[str, str]] = {
         "data_connections": "data_connections",
         "metadata_connections": "metadata_connections",
         "pool_wait": "pool_wait",
+        "max_rate": "max_rate",  # the uplink budget (issue 22)
     },
     "server": {
         "listen": "listen",
@@ -262,6 +265,9 @@ TOML_KEYS: dict[str, dict[str, str]] = {
 }
 TOML_KEYS_BY_ATTR = {attr: key for table in TOML_KEYS.values() for key, attr in table.items()}
 MIN_ZONE_SECRET = 16
+# The uplink budget (issue 22): below this, one piece a fill reads (up to 256 KiB) would be
+# seconds of the budget.
+MIN_MAX_RATE = 64 * 2**10
 _ANY_ADDRESSES = ("0.0.0.0", "::")
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 # PEM files: Settings attribute -> what the file must hold
@@ -358,6 +364,13 @@ def _coerce(attr: str, key: str, value: Any) -> dict[str, Any]:
         if not isinstance(value, str) or not value:
             raise ConfigError(key, "expected a non-empty string")
         return {attr: value}
+    if attr == "max_rate":  # --- the uplink budget (issue 22) ---------------------------------
+        if value == "":  # TOML has no null: no cap
+            return {}
+        rate = parse_size(value, key)
+        if rate < MIN_MAX_RATE:
+            raise ConfigError(key, f"expected at least 64KiB (bytes per second), got {value!r}")
+        return {attr: rate}
     if attr in ("cache_dir", "admin_socket_path"):
         return {attr: Path(str(value)).expanduser()}
     if attr in ("max_size", "index_max_size", "chunk_size", "fill_memory"):

@@ -23,10 +23,12 @@ from edgecache.store.evict import Evictor
 from edgecache.store.fill import Fill, FillManager
 from edgecache.store.fillmemory import FillMemory
 from edgecache.store.index import BlobEntry, Index
+from edgecache.store.priority import FillPriority
 from edgecache.store.quarantine import Quarantine
 from edgecache.store.recent import RecentlyVerified
 from edgecache.store.source import SourcePicker
 from edgecache.store.transitions import Transitions
+from edgecache.upstream.budget import UplinkBudget
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +63,7 @@ class ImageCache:
         index: Index,
         evictor: Evictor,
         fills: FillManager,
+        priority: FillPriority,
         metrics: Metrics,
         executors: tuple[ThreadPoolExecutor, ...],
         recent: RecentlyVerified,
@@ -75,6 +78,7 @@ class ImageCache:
         self.quarantine = quarantine
         self.evictor = evictor
         self.fills = fills
+        self.priority = priority
         self._metrics = metrics
         self._executor = executors[0]
         self._executors = executors
@@ -89,10 +93,12 @@ class ImageCache:
         settings: Settings,
         sources: SourcePicker,
         metrics: Metrics,
+        uplink: UplinkBudget,
         beside: tuple[Schema, ...] = (),
     ) -> ImageCache:
-        """`sources`: where fills take their bytes from (edgecache.store.source); `beside`:
-        other owners' tables in the index's database."""
+        """`sources`: where fills take their bytes from (edgecache.store.source); `uplink`:
+        the node's budget for the bytes they take from the region; `beside`: other owners'
+        tables in the index's database."""
         store = BlobStore(Path(settings.cache_dir))
         executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="edgecache-io")
         # Fills get threads of their own: their lanes keep a thread while bytes keep coming,
@@ -121,6 +127,7 @@ class ImageCache:
             transitions=transitions,
             metrics=metrics,
         )
+        priority = FillPriority(uplink)
         fills = FillManager(
             store=store,
             transitions=transitions,
@@ -129,6 +136,7 @@ class ImageCache:
             metrics=metrics,
             executor=fill_executor,
             memory=FillMemory(settings.fill_memory, metrics.fill_memory),
+            priority=priority,
             chunk_size=settings.chunk_size,
             stall_timeout=settings.stall_timeout,
             verify_md5=settings.verify_md5,
@@ -140,6 +148,7 @@ class ImageCache:
             index=index,
             evictor=evictor,
             fills=fills,
+            priority=priority,
             metrics=metrics,
             executors=(executor, fill_executor, store_executor),
             recent=recent,

@@ -17,7 +17,7 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from concurrent.futures import Executor
 from typing import IO
 
@@ -39,6 +39,7 @@ from edgecache.store.evict import Evictor
 from edgecache.store.fillmemory import FillMemory
 from edgecache.store.index import BlobEntry
 from edgecache.store.lanes import Lanes, LaneStopped
+from edgecache.store.priority import FillPriority
 from edgecache.store.recent import RecentlyVerified
 from edgecache.store.source import REGION, ByteSource, SourceLost, SourcePicker
 from edgecache.store.transitions import Transitions
@@ -232,6 +233,7 @@ class FillManager:
         metrics: Metrics,
         executor: Executor,
         memory: FillMemory,
+        priority: FillPriority,
         chunk_size: int,
         stall_timeout: float,
         verify_md5: bool,
@@ -244,6 +246,7 @@ class FillManager:
         self._metrics = metrics
         self._executor = executor
         self._memory = memory
+        self._priority = priority
         self._chunk_size = chunk_size
         self._stall_timeout = stall_timeout
         self._verify_md5 = verify_md5
@@ -394,7 +397,11 @@ class FillManager:
             if source.kind == REGION
             else self._metrics.sibling_bytes_fetched
         )
-        intake = _Intake(fill, self._memory, BATCH_SIZE, LANE_DEPTH)
+        # The region's bytes are taken out of the uplink budget; a sibling's are not.
+        uplink = (
+            functools.partial(self._priority.take, fill.image.id) if source.kind == REGION else None
+        )
+        intake = _Intake(fill, self._memory, BATCH_SIZE, LANE_DEPTH, uplink)
         try:
             async with source.image_data(fill.image.id, identity, offset) as response:
                 skip = self._bytes_to_skip(response, offset)
@@ -435,12 +442,21 @@ class _Intake:
     readers without delay, and gathers up to `batch_size` while it is busy, so a large image
     costs few thread hand-overs. At most `depth` batches are in the lanes and one is gathered,
     which bounds the memory a fill holds; every byte received counts against the budget of all
-    fills until its batch has been through every lane.
+    fills until its batch has been through every lane. With an `uplink` budget, each piece is
+    taken out of it once received, before the next one is read.
     """
 
-    def __init__(self, fill: Fill, memory: FillMemory, batch_size: int, depth: int) -> None:
+    def __init__(
+        self,
+        fill: Fill,
+        memory: FillMemory,
+        batch_size: int,
+        depth: int,
+        uplink: Callable[[int], Awaitable[None]] | None,
+    ) -> None:
         self._fill = fill
         self._memory = memory
+        self._uplink = uplink
         self._batch_size = batch_size
         self._depth = depth
         self._received = fill.written
@@ -454,6 +470,8 @@ class _Intake:
         await self._memory.take(PIECE_SIZE)
         try:
             piece = await stream.read(PIECE_SIZE)
+            if piece and self._uplink is not None:
+                await self._uplink(len(piece))
         except BaseException:
             self._memory.give_back(PIECE_SIZE)
             raise

@@ -11,7 +11,7 @@ uplink is down, an image neither stored nor filling (and that no sibling has) ge
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass
 
 from edgecache.answer import Answer
@@ -60,7 +60,20 @@ class Sources:
         self, image: ImageRecord, byte_range: ByteRange | None, caller: Mapping[str, str]
     ) -> AsyncIterator[Source]:
         """The source of the bytes of `byte_range` (None: all) of `image`, open while the
-        block runs; `caller`: the headers a fill started now asks the region with."""
+        block runs; `caller`: the headers a fill started now asks the region with.
+
+        A caller of the whole image waits for its fill, if one runs or starts: the fill takes
+        the region's bytes as a boot meanwhile (edgecache.store.priority). A part is sent from
+        the region directly, so its caller waits for no fill."""
+        whole = byte_range is None
+        with self._cache.priority.caller_waits(image.id) if whole else nullcontext():
+            async with self._open(image, byte_range, caller) as source:
+                yield source
+
+    @asynccontextmanager
+    async def _open(
+        self, image: ImageRecord, byte_range: ByteRange | None, caller: Mapping[str, str]
+    ) -> AsyncIterator[Source]:
         cache, requests = self._cache, self._metrics.data_requests
         fill = cache.filling(image.id)
         if fill is None:

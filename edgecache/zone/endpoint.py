@@ -154,14 +154,18 @@ async def _send(
 
 
 async def _serve_fill(request: web.Request, fill: Fill, depth: int) -> web.StreamResponse:
-    """The fill's bytes as they land; the last one only once the fill is verified."""
+    """The fill's bytes as they land; the last one only once the fill is verified.
+
+    The sibling counts as a caller waiting for the fill (edgecache.store.priority): it cannot
+    say whether a caller waits for its own fill, and a boot must never wait for a prefetch."""
     wanted = _wanted(request, fill.size)
     if isinstance(wanted, web.Response):
         return wanted
     headers = _headers(fill.size, wanted, FILLING, depth)
     if request.method == "HEAD":
         return web.StreamResponse(status=headers[0], headers=headers[1])
-    with fill.open_reader() as partial:
+    waiting = request.app[CACHE].priority.caller_waits(fill.image.id)
+    with fill.open_reader() as partial, waiting:
         local = LocalBytes(fill.image.id, partial, fill.spans(wanted), stored=False)
         return await _send(request, headers, local)
 
