@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import pytest
 
 from edgecache.metrics import Metrics
-from edgecache.upstream.budget import BOOT, BURST, PREFETCH, Kind, UplinkBudget
+from edgecache.upstream.budget import BOOT, BOOT_HOLD, BURST, PREFETCH, Kind, UplinkBudget
 from tests import virtualtime
 
 RATE = 1000.0  # bytes per second
@@ -85,8 +85,14 @@ def test_a_boot_request_goes_before_the_prefetch_requests_waiting() -> None:
             uplink, [("prefetch 1", prefetch), ("prefetch 2", prefetch), ("boot", boot)]
         )
         step = PIECE / RATE
+        after_the_boot = paid + BOOT_HOLD  # the prefetches wait until the boot is over
         assert granted == pytest.approx(
-            {"boot": paid, "prefetch 1": paid + step, "prefetch 2": paid + 2 * step}
+            {
+                "boot": paid,
+                "prefetch 1": after_the_boot,
+                # the bucket filled up while they waited
+                "prefetch 2": after_the_boot - BURST + step,
+            }
         )
         assert waited(metrics, BOOT) == pytest.approx(paid)
         assert taken(metrics, BOOT) == PIECE
@@ -123,30 +129,65 @@ def test_a_prefetch_a_caller_joins_while_it_waits_goes_first_at_once() -> None:
     virtualtime.run(scenario())
 
 
-def test_prefetches_take_what_boots_leave() -> None:
-    """A boot that wants half of the rate gets all it asks at once; a prefetch that wants
-    everything gets the other half."""
+async def take_in_turn(uplink: UplinkBudget, kind: Callable[[], Kind], until: float) -> list[float]:
+    """Take PIECE after PIECE until `until` (simulated time); when each was granted."""
+    loop = asyncio.get_running_loop()
+    granted = []
+    while loop.time() < until:
+        await uplink.take(PIECE, kind)
+        granted.append(loop.time())
+    return granted
+
+
+async def boot_every(uplink: UplinkBudget, period: float, until: float) -> list[float]:
+    """Take PIECE as a boot every `period` seconds until `until`; how long each one waited."""
+    loop = asyncio.get_running_loop()
+    waits = []
+    for number in range(round(until / period)):
+        if (later := number * period - loop.time()) > 0:
+            await asyncio.sleep(later)  # simulated time
+        asked = loop.time()
+        await uplink.take(PIECE, boot)
+        waits.append(loop.time() - asked)
+    return waits
+
+
+def test_a_prefetch_takes_nothing_while_a_boot_is_under_way_and_all_once_it_is_over() -> None:
+    """A boot that wants half of the rate (a link that gives it no more) gets all it asks at
+    once, and the prefetch nothing; after the boot, the prefetch gets the whole rate."""
 
     async def scenario() -> None:
         uplink, metrics, _ = budget()
-        loop = asyncio.get_running_loop()
-        boot_waits: list[float] = []
+        boot_waits, prefetched = await asyncio.gather(
+            boot_every(uplink, period=2 * PIECE / RATE, until=10),
+            take_in_turn(uplink, prefetch, until=20),
+        )
+        assert taken(metrics, BOOT) == len(boot_waits) * PIECE == RATE * 10 / 2
+        assert max(boot_waits) == 0  # each piece at once: nothing went before it
+        last_boot = 10 - 2 * PIECE / RATE
+        assert prefetched[0] == pytest.approx(last_boot + BOOT_HOLD)
+        free = RATE * (prefetched[-1] - prefetched[0])  # and from then on, the whole rate
+        assert taken(metrics, PREFETCH) == pytest.approx(free, abs=PIECE + RATE * BURST)
 
-        async def booting() -> None:
-            for number in range(50):  # PIECE every 0.2 s: half the rate, for 10 s
-                await asyncio.sleep(number * 0.2 - loop.time())  # simulated time
-                asked = loop.time()
-                await uplink.take(PIECE, boot)
-                boot_waits.append(loop.time() - asked)
+    virtualtime.run(scenario())
 
-        async def prefetching() -> None:
-            while loop.time() < 10:
-                await uplink.take(PIECE, prefetch)
 
-        await asyncio.gather(booting(), prefetching())
-        assert taken(metrics, BOOT) == 50 * PIECE
-        assert max(boot_waits) <= PIECE / RATE  # at most the piece granted just before it
-        assert taken(metrics, PREFETCH) == pytest.approx(10 * RATE - 50 * PIECE, abs=2 * PIECE)
+def test_a_prefetch_takes_what_a_boot_that_trickles_leaves() -> None:
+    """A boot that takes a piece every two seconds (a slow region) leaves the prefetch all but
+    its pieces and the BOOT_HOLD after each."""
+
+    async def scenario() -> None:
+        uplink, metrics, _ = budget()
+        boot_waits, prefetched = await asyncio.gather(
+            boot_every(uplink, period=2, until=20),
+            take_in_turn(uplink, prefetch, until=20),
+        )
+        # At most the prefetch piece granted just before.
+        assert max(boot_waits) == pytest.approx(PIECE / RATE)
+        assert taken(metrics, BOOT) == 10 * PIECE
+        elapsed = prefetched[-1]
+        left = RATE * elapsed - 10 * PIECE
+        assert left - 10 * RATE * BOOT_HOLD <= taken(metrics, PREFETCH) <= left + PIECE
 
     virtualtime.run(scenario())
 
