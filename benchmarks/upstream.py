@@ -4,7 +4,10 @@ Run as `python -m benchmarks.upstream --dir DIR --sizes N,M --ready-file FILE`. 
 the content, binds a free loopback port, and writes FILE (JSON: port, content path, digests)
 once it is serving. Any non-empty `X-Auth-Token` is accepted. Image ids are created on demand
 (`POST /_bench/images`), so each cold measurement can use an id no cache has seen, and every
-data GET is counted per image (`GET /_bench/data-gets`) so coalescing can be checked.
+data GET is counted per image (`GET /_bench/data-gets`) so coalescing can be checked, with the
+range each asked for (`GET /_bench/data-ranges`: where a fill resumed). Glance's cache API
+lets any token queue an image (`PUT /v2/cache/{id}`), for prefetches through `glance
+cache-queue`.
 """
 
 from __future__ import annotations
@@ -33,15 +36,18 @@ class SyntheticGlance:
         self.images: dict[str, Digests] = {}
         self.data_gets: Counter[str] = Counter()
         self.download_checks: Counter[str] = Counter()  # edgecache's one-byte GETs
+        self.data_ranges: dict[str, list[str]] = {}  # each data GET's Range ("" for none)
         self.app = web.Application()
         self.app.router.add_post("/_bench/images", self._create)
         self.app.router.add_get("/_bench/data-gets", self._counts)
         self.app.router.add_get("/_bench/download-checks", self._checks)
+        self.app.router.add_get("/_bench/data-ranges", self._ranges)
         self.app.router.add_get("/", self._versions)
         self.app.router.add_get("/versions", self._versions)
         self.app.router.add_get("/v2/schemas/{name}", self._schema)
         self.app.router.add_get("/v2/images/{id}", self._record)
         self.app.router.add_get("/v2/images/{id}/file", self._data)
+        self.app.router.add_put("/v2/cache/{id}", self._queue)
 
     async def _create(self, request: web.Request) -> web.Response:
         size = int((await request.json())["size"])
@@ -65,6 +71,14 @@ class SyntheticGlance:
     async def _checks(self, request: web.Request) -> web.Response:
         return web.json_response(dict(self.download_checks))
 
+    async def _ranges(self, request: web.Request) -> web.Response:
+        return web.json_response(self.data_ranges)
+
+    async def _queue(self, request: web.Request) -> web.Response:
+        """Glance's `cache_image` policy, as edgecache asks it before it prefetches."""
+        self._image(request)
+        return web.Response(status=202)
+
     def _image(self, request: web.Request) -> tuple[str, Digests]:
         if not request.headers.get("X-Auth-Token"):
             raise _glance_error(web.HTTPUnauthorized, "The request requires authentication.")
@@ -83,6 +97,7 @@ class SyntheticGlance:
             self.download_checks[image_id] += 1
         elif request.method == "GET":
             self.data_gets[image_id] += 1
+            self.data_ranges.setdefault(image_id, []).append(request.headers.get("Range", ""))
         wanted = _parse_range(request.headers.get("Range"), digests.size)
         if wanted is None:
             start, end = 0, digests.size
