@@ -398,12 +398,13 @@ class FillManager:
             else self._metrics.sibling_bytes_fetched
         )
         # The region's bytes are taken out of the uplink budget; a sibling's are not.
-        uplink = (
-            functools.partial(self._priority.take, fill.image.id) if source.kind == REGION else None
-        )
+        region = self._priority.stream(fill.image.id) if source.kind == REGION else None
+        uplink = region.take if region is not None else None
         intake = _Intake(fill, self._memory, BATCH_SIZE, LANE_DEPTH, uplink)
         try:
             async with source.image_data(fill.image.id, identity, offset) as response:
+                if region is not None:
+                    region.carried_by(response)
                 skip = self._bytes_to_skip(response, offset)
                 while piece := await intake.receive(response.content):
                     if skip:
