@@ -136,6 +136,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--warm-size", help="each warmed image (512MiB; quick 64MiB)")
     p.add_argument("--warm-images", type=int, default=4, help="images warmed at once (4)")
     p.add_argument("--kill-size", help="the image killed mid-fill (1GiB; quick 128MiB)")
+    p.add_argument("--lead-in", type=float, help="seconds of warm before measuring (3; 1.5)")
+    p.add_argument("--window", type=float, help="seconds the warm's rate is measured (20; 5)")
     p.add_argument("--boot-share", type=float, default=0.9, help="max_rate for boots / link")
     p.add_argument("--modes", default="off,on", help="budget off, on, or both (off,on)")
     p.add_argument("--no-kill", action="store_true", help="leave out the kill -9 run")
@@ -154,8 +156,8 @@ def plan_of(args: argparse.Namespace) -> dict[str, Any]:
         "warm_size": parse_size(args.warm_size or preset["warm"], "--warm-size"),
         "kill_size": parse_size(args.kill_size or preset["kill"], "--kill-size"),
         "warm_images": args.warm_images,
-        "lead_in": preset["lead_in"],
-        "window": preset["window"],
+        "lead_in": args.lead_in or preset["lead_in"],
+        "window": args.window or preset["window"],
         "boot_max_rate": int(link * args.boot_share),
         "half_rate": int(link / 2),
         "modes": modes,
