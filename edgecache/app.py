@@ -9,8 +9,7 @@ from pathlib import Path
 from aiohttp import web
 
 from edgecache import documents
-from edgecache.api import admin, cache_admin
-from edgecache.api.admin import admin_socket_only
+from edgecache.api import glance_cache
 from edgecache.api.busy import BUSY_LOG, busy_log, refuse_when_busy
 from edgecache.api.data import image_file
 from edgecache.api.metadata import image_list, image_members, image_record, schema
@@ -63,9 +62,7 @@ TOKEN_KEY_FILE = "token-hash.key"
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(
-        client_max_size=0, middlewares=[admin_socket_only, observe_requests, refuse_when_busy]
-    )
+    app = web.Application(client_max_size=0, middlewares=[observe_requests, refuse_when_busy])
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
     app[BUSY_LOG] = busy_log()
@@ -86,13 +83,12 @@ def create_app(settings: Settings) -> web.Application:
     router.add_get("/v2/schemas/{schema:.+}", schema, allow_head=False)
     router.add_route("GET", f"/v2/images/{IMAGE_ID}/file", image_file)
     router.add_route("HEAD", f"/v2/images/{IMAGE_ID}/file", image_file)
-    router.add_get("/v2/cache", cache_admin.cache_state, allow_head=False)
-    router.add_delete("/v2/cache", cache_admin.clear)
-    router.add_put("/v2/cache/{image_id}", cache_admin.queue_image)
-    router.add_delete("/v2/cache/{image_id}", cache_admin.delete_entry)
-    router.add_post("/v2/cache/prune", cache_admin.prune)
-    router.add_post("/v2/cache/clean", cache_admin.clean)
-    admin.add_routes(router)
+    router.add_get("/v2/cache", glance_cache.cache_state, allow_head=False)
+    router.add_delete("/v2/cache", glance_cache.clear)
+    router.add_put("/v2/cache/{image_id}", glance_cache.queue_image)
+    router.add_delete("/v2/cache/{image_id}", glance_cache.delete_entry)
+    router.add_post("/v2/cache/prune", glance_cache.prune)
+    router.add_post("/v2/cache/clean", glance_cache.clean)
     router.add_route("*", "/{tail:.*}", passthrough)
     return app
 

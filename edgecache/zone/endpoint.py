@@ -18,7 +18,7 @@ from edgecache.api.answers import to_response
 from edgecache.appkeys import CACHE, METRICS, SETTINGS, SIBLINGS, ZONE_SIGNATURES
 from edgecache.config import Settings
 from edgecache.images import is_image_id
-from edgecache.observe import add_request_id, observe_requests
+from edgecache.observe import OWN_ERRORS_LOG, add_request_id, observe_requests
 from edgecache.ranges import ByteRange, MultipleRanges, RangeNotSatisfiable, parse_range
 from edgecache.refusals import refusal
 from edgecache.store.fill import Fill
@@ -54,6 +54,7 @@ def create_zone_app(main: web.Application) -> web.Application:
     assert settings.zone_self is not None, "config.py requires [zone] self with peers"
     app[ZONE_SIGNATURES] = SignatureCheck(settings.zone_secret, settings.zone_self)
     app[METRICS] = main[METRICS]
+    app[OWN_ERRORS_LOG] = main[OWN_ERRORS_LOG]
     app[CACHE] = main[CACHE]
     if SIBLINGS in main:
         app[SIBLINGS] = main[SIBLINGS]

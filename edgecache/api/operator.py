@@ -1,41 +1,32 @@
-"""The operator's interface, `/edgecache/admin/...`, answered only on the local admin socket.
+"""The operator's interface, `/edgecache/admin/...`: its own application, served only on the
+local admin socket (edgecache.server), never on a TCP listener.
 
 `edgecache status`, `cache list|evict|verify|clean` and `warm --pin` use it. It needs no token:
-whoever can open the socket (its file mode, 0660) is the site's operator. Over TCP these
-paths do not exist (404), so they are never exposed to the network.
+whoever can open the socket (its file mode, 0660) is the site's operator.
 """
 
 from __future__ import annotations
 
 import json
-import socket
-from typing import Any
 
 from aiohttp import web
 
 from edgecache.appkeys import CACHE, DOCUMENTS, METRICS, PREFETCHER, SETTINGS, UPSTREAM
 from edgecache.documents import SHARED_SCOPE
 from edgecache.metrics import Metrics
+from edgecache.observe import OWN_ERRORS_LOG, add_request_id, observe_requests
 
 PREFIX = "/edgecache/admin"
 
 
-@web.middleware
-async def admin_socket_only(request: web.Request, handler: Any) -> web.StreamResponse:
-    """Refuse the admin paths on any socket that is not the local Unix one."""
-    if request.path.startswith(PREFIX) and not _on_unix_socket(request):
-        raise web.HTTPNotFound()
-    response: web.StreamResponse = await handler(request)
-    return response
-
-
-def _on_unix_socket(request: web.Request) -> bool:
-    transport = request.transport
-    sock = transport.get_extra_info("socket") if transport is not None else None
-    return sock is not None and sock.family == socket.AF_UNIX
-
-
-def add_routes(router: web.UrlDispatcher) -> None:
+def create_operator_app(main: web.Application) -> web.Application:
+    """The operator's application over the main application's components: the main runner
+    must be set up (its components built) before this is called."""
+    app = web.Application(middlewares=[observe_requests])
+    for key in (CACHE, DOCUMENTS, METRICS, PREFETCHER, SETTINGS, UPSTREAM, OWN_ERRORS_LOG):
+        app[key] = main[key]  # type: ignore[misc]
+    app.on_response_prepare.append(add_request_id)
+    router = app.router
     router.add_get(f"{PREFIX}/status", status, allow_head=False)
     router.add_get(f"{PREFIX}/cache", cache_list, allow_head=False)
     router.add_delete(f"{PREFIX}/cache/{{image_id}}", evict)
@@ -44,6 +35,7 @@ def add_routes(router: web.UrlDispatcher) -> None:
     router.add_delete(f"{PREFIX}/quarantine", clean_quarantine)
     router.add_put(f"{PREFIX}/pin/{{image_id}}", pin)
     router.add_delete(f"{PREFIX}/pin/{{image_id}}", pin)
+    return app
 
 
 async def status(request: web.Request) -> web.Response:

@@ -27,7 +27,7 @@ from aiohttp import web
 
 from edgecache.answer import Answer
 from edgecache.api.answers import to_response, visible_image
-from edgecache.api.cache_access import CLEAR_TARGET, DELETE, LIST, QUEUE, refusal_for
+from edgecache.api.glance_cache_access import CLEAR_TARGET, DELETE, LIST, QUEUE, refusal_for
 from edgecache.appkeys import AUTHORITY, CACHE, PREFETCHER
 from edgecache.images import is_image_id
 from edgecache.refusals import refusal
