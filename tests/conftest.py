@@ -185,3 +185,16 @@ def start_daemon(
 ) -> Callable[[], Awaitable[Daemon]]:
     """Start `edgecache serve` in front of the fake Glance, on the test's cache dir."""
     return lambda: spawn_edgecache(glance_url, cache_dir)
+
+
+async def start_edgecache(upstream: str, cache_dir: Path, **settings: object) -> TestServer:
+    values: dict[str, object] = {
+        "upstream": upstream,
+        "cache_dir": cache_dir,
+        "chunk_size": 256 * 1024,
+        "max_size": 64 * 2**20,
+    }
+    values.update(settings)
+    server = TestServer(create_app(Settings(**values)), host="127.0.0.1")  # type: ignore[arg-type]
+    await server.start_server()
+    return server

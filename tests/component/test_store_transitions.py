@@ -17,7 +17,7 @@ from edgecache.store.fill import Fill
 from edgecache.store.index import BlobEntry
 from tests.conftest import EdgecacheFactory, MiB, random_bytes
 from tests.fakeglance import FakeGlance, FakeImage
-from tests.reliability.helpers import blob_files, index_rows
+from tests.storekit import blob_files, index_rows
 
 
 async def fetch(client: TestClient, image: FakeImage, token: str) -> bytes:

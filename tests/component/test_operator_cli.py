@@ -12,7 +12,7 @@ import aiohttp
 
 from tests.conftest import Daemon, MiB, SpawnEdgecache, random_bytes
 from tests.fakeglance import FakeGlance
-from tests.unit.test_store import flip_bit
+from tests.storekit import flip_bit
 
 StartDaemon = Callable[[], Awaitable[Daemon]]
 

@@ -25,9 +25,8 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from edgecache.app import create_app
-from edgecache.config import Settings
 from edgecache.headers import HOP_BY_HOP, OWN_USER_AGENT, REQUEST_ID
+from tests.conftest import start_edgecache
 from tests.recording_glance import (
     IMAGE_DATA,
     IMAGE_ID,
@@ -111,19 +110,6 @@ async def recording() -> AsyncIterator[tuple[RecordingGlance, TestServer]]:
 async def client() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession(skip_auto_headers=NO_AUTO_HEADERS) as session:
         yield session
-
-
-async def start_edgecache(upstream: str, cache_dir: Path, **settings: object) -> TestServer:
-    values: dict[str, object] = {
-        "upstream": upstream,
-        "cache_dir": cache_dir,
-        "chunk_size": 256 * 1024,
-        "max_size": 64 * 2**20,
-    }
-    values.update(settings)
-    server = TestServer(create_app(Settings(**values)), host="127.0.0.1")  # type: ignore[arg-type]
-    await server.start_server()
-    return server
 
 
 async def send(

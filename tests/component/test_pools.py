@@ -15,9 +15,9 @@ from aiohttp.test_utils import TestServer
 from edgecache.metrics import Metrics
 from edgecache.upstream.client import pool_for
 from edgecache.upstream.pools import DATA_POOL, ConnectionPool, PoolExhausted
+from tests.conftest import start_edgecache
 from tests.recording_glance import IMAGE_DATA, IMAGE_ID, RecordingGlance, start_recording_glance
-from tests.reliability.helpers import scrape
-from tests.unit.test_wire_headers import start_edgecache
+from tests.storekit import scrape
 
 TOKEN = {"X-Auth-Token": "token-1"}
 

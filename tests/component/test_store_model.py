@@ -34,7 +34,7 @@ from edgecache.store.fill import FillFailed
 from edgecache.store.index import BlobEntry
 from tests.conftest import UpstreamServer
 from tests.fakeglance import FakeGlance, FakeImage
-from tests.reliability.helpers import blob_files, index_rows, partial_files
+from tests.storekit import blob_files, index_rows, partial_files
 
 KiB = 1024
 CHUNK = 64 * KiB

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import aiohttp
@@ -12,17 +11,8 @@ from aiohttp.test_utils import TestClient
 from edgecache.appkeys import CACHE
 from edgecache.store import cache as cache_module
 from tests.conftest import EdgecacheFactory, MiB, random_bytes
-from tests.fakeglance import FakeGlance, FakeImage
-
-
-async def fetch(client: TestClient, image: FakeImage, token: str) -> tuple[str, bytes]:
-    async with client.get(f"/v2/images/{image.id}/file", headers={"X-Auth-Token": token}) as resp:
-        assert resp.status == 200
-        return resp.headers["X-Edgecache-Source"], await resp.read()
-
-
-async def cached_ids(client: TestClient) -> set[str]:
-    return {entry.image_id for entry in await client.server.app[CACHE].index.all()}
+from tests.fakeglance import FakeGlance
+from tests.storekit import cached_ids, fetch, flip_bit
 
 
 async def test_lru_eviction_keeps_the_cache_under_max_size(
@@ -95,16 +85,6 @@ async def test_index_row_without_its_file_is_dropped_on_restart(
 async def read_into(resp: aiohttp.ClientResponse, received: bytearray) -> None:
     async for piece in resp.content.iter_any():
         received += piece
-
-
-def flip_bit(path: Path, offset: int) -> None:
-    with path.open("r+b") as handle:
-        handle.seek(offset)
-        byte = handle.read(1)[0]
-        handle.seek(offset)
-        handle.write(bytes([byte ^ 0x01]))
-        handle.flush()
-        os.fsync(handle.fileno())
 
 
 async def test_bit_flip_in_first_chunk_is_refetched_transparently(

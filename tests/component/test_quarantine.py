@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestClient
 from edgecache.appkeys import CACHE
 from tests.conftest import EdgecacheFactory, MiB, random_bytes
 from tests.fakeglance import ADMIN_TOKEN, FakeGlance, FakeImage
-from tests.unit.test_store import cached_ids, fetch, flip_bit
+from tests.storekit import cached_ids, fetch, flip_bit
 
 
 async def quarantined(glance: FakeGlance, edgecache: TestClient, cache_dir: Path) -> FakeImage:
