@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 
 from edgecache import server, tls
@@ -16,6 +17,7 @@ from edgecache.config.declaration import Computed, Setting
 from edgecache.database.schema import IndexFromNewerRelease
 from edgecache.logs import configure_logging
 
+log = logging.getLogger(__name__)
 _FLAGGED = tuple(setting for setting in SETTINGS if setting.flag is not None)
 
 
@@ -47,12 +49,17 @@ def flag_overrides(args: argparse.Namespace) -> dict[str, object]:
 
 
 def run(args: argparse.Namespace) -> int:
+    deprecations: list[str] = []
     try:
-        settings = load_settings(resolve_config_path(args.config), flag_overrides(args))
+        settings = load_settings(
+            resolve_config_path(args.config), flag_overrides(args), warn=deprecations.append
+        )
         tls.check(settings)
     except ConfigError as exc:
         return config_error(exc)
     configure_logging(settings.log_level, settings.log_format)
+    for deprecation in deprecations:  # in the daemon's log, now that there is one
+        log.warning("%s", deprecation)
     keep_large_buffers()
     try:
         asyncio.run(server.run(settings))

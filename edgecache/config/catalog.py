@@ -21,6 +21,7 @@ def _declared() -> list[Setting]:
 SETTINGS: tuple[Setting, ...] = tuple(_declared())
 BY_ATTR = {setting.attr: setting for setting in SETTINGS}
 BY_NAME = {setting.name: setting for setting in SETTINGS}
+BY_FORMER_NAME = {setting.formerly: setting for setting in SETTINGS if setting.formerly}
 # (a certificate, its private key), as each private key declares
 TLS_PAIRS = tuple(
     (BY_NAME[f"{setting.section.name}.{setting.pairs_with}"], setting)

@@ -35,6 +35,7 @@ class Setting:
     flag: str | None = None  # the `serve` flag's help, if the setting has a flag
     example: object = None  # written in the example file instead of the default
     suggest: object = None  # written after the default in the example file: `# e.g. ...`
+    formerly: str | None = None  # "section.key" it was known as, still read with a warning
     pairs_with: str | None = None  # a private key's certificate: its key in this section
     attr: str = ""
 
@@ -66,10 +67,11 @@ class Section:
         flag: str | None = None,
         example: T | None = None,
         suggest: T | None = None,
+        formerly: str | None = None,
     ) -> T:
         """A field of Settings declaring a setting of this section (`key` defaults to the
         field's name)."""
-        return _field(Setting(self, key, kind, default, flag, example, suggest), default)
+        return _field(Setting(self, key, kind, default, flag, example, suggest, formerly), default)
 
     def pem_file(
         self, holds: Holds, *, key: str = "", flag: str | None = None, suggest: str | None = None

@@ -33,10 +33,13 @@ def example_file() -> str:
 
 
 def help_text(setting: Setting) -> str:
-    """What the example file says of `setting`: its help, its bounds, its flag."""
+    """What the example file says of `setting`: its help, its bounds, its flag, its old name."""
     notes = [help_of(setting), setting.kind.note()]
     if setting.flag is not None:
         notes.append(f"Flag: {setting.flag_name}.")
+    if setting.formerly is not None:
+        section, key = setting.formerly.split(".")
+        notes.append(f"Formerly [{section}] {key}, still read (with a warning).")
     return " ".join(note for note in notes if note)
 
 

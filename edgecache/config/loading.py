@@ -3,13 +3,14 @@ command line's flags. Every problem is one ConfigError naming the key."""
 
 from __future__ import annotations
 
+import logging
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from edgecache.config.catalog import BY_ATTR, BY_NAME
+from edgecache.config.catalog import BY_ATTR, BY_FORMER_NAME, BY_NAME
 from edgecache.config.checks import check
 from edgecache.config.errors import ConfigError
 from edgecache.config.sections import SECTIONS
@@ -17,6 +18,7 @@ from edgecache.config.settings import Settings
 
 DEFAULT_CONFIG_PATH = Path("/etc/edgecache/edgecache.toml")
 CONFIG_ENV = "EDGECACHE_CONFIG"
+log = logging.getLogger(__name__)
 # Settings attribute -> (the key or flag as messages name it, its raw value)
 _Raw = dict[str, tuple[str, object]]
 
@@ -45,14 +47,16 @@ def load_settings(
     overrides: Mapping[str, object],
     *,
     require_upstream: bool = True,
+    warn: Callable[[str], None] = log.warning,
 ) -> Settings:
     """Build Settings from the TOML file (if any) with `overrides` on top.
 
     Overrides are keyed by Settings attribute (`upstream`, `listen`, `cache_dir`, `max_size`),
     and None leaves a setting as it is; a message names them by their `serve` flag. The client
-    commands (status, cache, warm) only read where the daemon is: no upstream needed.
+    commands (status, cache, warm) only read where the daemon is: no upstream needed. A setting
+    under its former name is read, and `warn` is told how to write it now.
     """
-    raw = _from_file(read_toml(config_path)) if config_path is not None else {}
+    raw = _from_file(read_toml(config_path), warn) if config_path is not None else {}
     for attr, value in overrides.items():
         if attr not in BY_ATTR:
             raise ConfigError(attr, "unknown setting")
@@ -66,7 +70,7 @@ def load_settings(
     return settings
 
 
-def _from_file(document: dict[str, Any]) -> _Raw:
+def _from_file(document: dict[str, Any], warn: Callable[[str], None]) -> _Raw:
     known_sections = [section.name for section in SECTIONS]
     raw: _Raw = {}
     for section, table in document.items():
@@ -76,7 +80,15 @@ def _from_file(document: dict[str, Any]) -> _Raw:
             raise ConfigError(section, "must be a table")
         for key, value in table.items():
             name = f"{section}.{key}"
-            if name not in BY_NAME:
+            setting = BY_NAME.get(name) or BY_FORMER_NAME.get(name)
+            if setting is None:
                 raise ConfigError(name, "unknown setting")
-            raw[BY_NAME[name].attr] = (name, value)
+            if setting.attr in raw:  # under its name and its former name
+                raise ConfigError(name, f"set twice (also as {raw[setting.attr][0]})")
+            if name != setting.name:
+                warn(
+                    f"{name} is deprecated: move it to [{setting.section.name}] as {setting.key} "
+                    "(it is read as that for now)"
+                )
+            raw[setting.attr] = (name, value)
     return raw

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
 
-from edgecache.cli import serve
+from edgecache.cli import main, serve
 from edgecache.cli.parser import build_parser
-from edgecache.config import load_settings
+from edgecache.config import Settings, load_settings
 from edgecache.config.catalog import SETTINGS
 
 
@@ -79,3 +80,34 @@ def test_flags_not_given_leave_the_file_as_it_is(tmp_path: Path) -> None:
     settings = load_settings(config, serve.flag_overrides(args))
     assert settings.upstream_urls == ("http://glance:9292", "http://other:9292")
     assert settings.upstream_verify is False
+
+
+def test_a_former_name_is_logged_once_the_daemon_logs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The settings are read before logging is set up (they say how to log): the warning
+    waits for it, so that it goes where the daemon's log goes, in its format."""
+    config = tmp_path / "edgecache.toml"
+    config.write_text('[upstream]\nurl = "http://glance:9292"\n[auth]\nreuse_decisions_for = 5\n')
+    started: list[Settings] = []
+    logged_before_set_up: list[int] = []
+
+    async def run(settings: Settings) -> None:
+        started.append(settings)
+
+    monkeypatch.setattr(serve.server, "run", run)
+    monkeypatch.setattr(serve, "keep_large_buffers", lambda: True)
+    monkeypatch.setattr(
+        serve, "configure_logging", lambda *_: logged_before_set_up.append(len(caplog.records))
+    )
+    with caplog.at_level(logging.WARNING):
+        assert main(["serve", "--config", str(config)]) == 0
+    assert started[0].reuse_decisions_for == 5.0
+    assert logged_before_set_up == [0]
+    assert [(r.name, r.getMessage()) for r in caplog.records] == [
+        (
+            "edgecache.cli.serve",
+            "auth.reuse_decisions_for is deprecated: move it to [offline] as "
+            "reuse_decisions_for (it is read as that for now)",
+        )
+    ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import tomllib
 from dataclasses import fields
 from pathlib import Path
@@ -78,12 +79,15 @@ def test_the_example_sets_every_declared_key_with_its_help_and_nothing_else() ->
                 assert line.endswith(f"# e.g. {setting.kind.toml(setting.suggest)}")
 
 
-def test_the_example_names_each_flag() -> None:
+def test_the_example_names_each_flag_and_former_name() -> None:
     explained = documented(EXAMPLE.read_text())
     for setting in SETTINGS:
         comment, _ = explained[setting.section.name][setting.key]
         if setting.flag is not None:
             assert f"Flag: {setting.flag_name}." in comment
+        if setting.formerly is not None:
+            section, key = setting.formerly.split(".")
+            assert f"Formerly [{section}] {key}" in comment
     assert load_settings(EXAMPLE, {}).upstream == "http://glance.region.example:9292"
 
 
@@ -91,6 +95,46 @@ def write(tmp_path: Path, text: str) -> Path:
     config = tmp_path / "edgecache.toml"
     config.write_text('[upstream]\nurl = "http://glance:9292"\n' + text)
     return config
+
+
+def test_a_setting_under_its_former_name_is_read_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = write(tmp_path, "[auth]\nreuse_decisions_for = 30\n")
+    with caplog.at_level(logging.WARNING, logger="edgecache.config"):
+        settings = load_settings(config, {})
+    assert settings.reuse_decisions_for == 30.0
+    assert caplog.messages == [
+        "auth.reuse_decisions_for is deprecated: move it to [offline] as reuse_decisions_for "
+        "(it is read as that for now)"
+    ]
+
+
+def test_a_setting_under_its_name_is_read_without_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = write(tmp_path, "[offline]\nreuse_decisions_for = 30\n")
+    with caplog.at_level(logging.WARNING):
+        assert load_settings(config, {}).reuse_decisions_for == 30.0
+    assert not caplog.messages
+
+
+def test_a_setting_under_both_names_is_refused(tmp_path: Path) -> None:
+    config = write(
+        tmp_path, "[offline]\nreuse_decisions_for = 30\n[auth]\nreuse_decisions_for = 5\n"
+    )
+    message = r"^auth\.reuse_decisions_for: set twice \(also as offline\.reuse_decisions_for\)$"
+    with pytest.raises(ConfigError, match=message):
+        load_settings(config, {}, warn=lambda _: None)
+
+
+def test_a_bad_value_under_the_former_name_names_the_key_as_written(tmp_path: Path) -> None:
+    config = write(tmp_path, "[auth]\nreuse_decisions_for = -1\n")
+    with pytest.raises(ConfigError) as raised:
+        load_settings(config, {}, warn=lambda _: None)
+    assert str(raised.value) == (
+        "auth.reuse_decisions_for: expected a number of seconds >= 0, got -1"
+    )
 
 
 @pytest.mark.parametrize(

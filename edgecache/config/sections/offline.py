@@ -8,7 +8,12 @@ from dataclasses import dataclass
 from edgecache.config.declaration import Section
 from edgecache.config.kinds import Seconds
 
-OFFLINE = Section("offline")
+OFFLINE = Section(
+    "offline",
+    intro="Glance's answers, remembered: how long they serve while the uplink is down "
+    "(decision_ttl) and how long one may stand in for asking Glance again while it is up "
+    "(reuse_decisions_for), and what tokens and image records are taken for offline.",
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -20,6 +25,17 @@ class OfflineSettings:
     keeps its access; without it, each token is its own identity. Identities and tokens are
     known only by keyed hashes; a decision is never used past the expiry of the token showing
     it."""
+
+    reuse_decisions_for: float = OFFLINE.setting(
+        Seconds(zero_allowed=True), 0.0, formerly="auth.reuse_decisions_for"
+    )
+    """Online, every request for an image's data first asks Glance, with the caller's token and
+    at the same moment, for the image's record (may it see it: Glance's get_image) and for its
+    first byte (may it download it: Glance's download_image, with every download rule of
+    Glance's policy). Bytes leave edgecache only if both say yes. A positive answer may be reused
+    for this many seconds for the same identity and image (a boot reads the record, then the
+    data), saving a round trip over the WAN per request; access revoked in Glance then takes up
+    to this long to apply here. 0: ask Glance every time."""
 
     token_lifetime: float = OFFLINE.setting(Seconds(), 3600.0)
     """Without [keystone], edgecache cannot ask when a token expires: a token Glance accepted is
