@@ -141,6 +141,10 @@ class Settings:
     zone_client_key: Path | None = None
     zone_tls_cert: Path | None = None
     zone_tls_key: Path | None = None
+    # [prefetch] (warm jobs, issue 22; see the block "[prefetch] settings" below): the daily
+    # span of local time in which queued prefetches start, as (start, end) minutes after
+    # midnight; None: at any time.
+    prefetch_window: tuple[int, int] | None = None
 
     @property
     def siblings(self) -> tuple[str, ...]:
@@ -182,6 +186,35 @@ class Settings:
         if credentials is None or not self.keystone_validation_url:
             return credentials
         return replace(credentials, auth_url=self.keystone_validation_url)
+
+
+# --- [prefetch] settings (warm jobs, issue 22) ------------------------------------------------
+# Kept together for the port to declared settings: the Settings field `prefetch_window`, this
+# section's keys, and how its values are read (_coerce hands them to _coerce_prefetch).
+PREFETCH_KEYS = {"window": "prefetch_window"}
+_WINDOW = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$")
+
+
+def _coerce_prefetch(attr: str, key: str, value: Any) -> dict[str, Any]:
+    """`window = "22:00-06:00"`: local time, crossing midnight when the end is before the
+    start; "" leaves it unset (jobs start at any time)."""
+    if value == "":
+        return {}
+    match = _WINDOW.match(value) if isinstance(value, str) else None
+    if match is None:
+        raise ConfigError(
+            key, f'expected a span of local time such as "22:00-06:00", got {value!r}'
+        )
+    hours_start, minutes_start, hours_end, minutes_end = (int(part) for part in match.groups())
+    start, end = hours_start * 60 + minutes_start, hours_end * 60 + minutes_end
+    if hours_start > 23 or minutes_start > 59 or minutes_end > 59 or end > 24 * 60:
+        raise ConfigError(key, f"{value!r} is not a time of day (00:00 to 24:00)")
+    if start == end % (24 * 60):
+        raise ConfigError(key, f"{value!r} starts where it ends; leave it unset for any time")
+    return {attr: (start, end)}
+
+
+# --- end of [prefetch] settings ----------------------------------------------------------------
 
 
 # TOML layout: section -> {toml key -> Settings attribute}
@@ -259,6 +292,7 @@ TOML_KEYS: dict[str, dict[str, str]] = {
         "tls_cert": "zone_tls_cert",
         "tls_key": "zone_tls_key",
     },
+    "prefetch": PREFETCH_KEYS,  # the block "[prefetch] settings" below
 }
 TOML_KEYS_BY_ATTR = {attr: key for table in TOML_KEYS.values() for key, attr in table.items()}
 MIN_ZONE_SECRET = 16
@@ -315,6 +349,8 @@ def _check_url(text: Any, key: str) -> str:
 
 def _coerce(attr: str, key: str, value: Any) -> dict[str, Any]:
     """Turn one raw value into Settings attributes, or raise ConfigError naming `key`."""
+    if attr in PREFETCH_KEYS.values():
+        return _coerce_prefetch(attr, key, value)
     if attr == "listen":
         host, port = _parse_listen(value, key)
         return {"listen_host": host, "listen_port": port}

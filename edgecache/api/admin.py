@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import socket
+from dataclasses import asdict
 from typing import Any
 
 from aiohttp import web
@@ -61,7 +62,7 @@ async def status(request: web.Request) -> web.Response:
             "capacity": request.app[SETTINGS].max_size,
             "hit_ratio": _hit_ratio(request.app[METRICS]),
             "fills": _fills(request),
-            "queued": request.app[PREFETCHER].queued(),
+            "jobs": [asdict(job) for job in request.app[PREFETCHER].progress()],
         }
     )
 

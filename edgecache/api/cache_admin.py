@@ -47,7 +47,8 @@ async def cache_state(request: web.Request) -> web.Response:
         }
         for entry in await cache.index.all()
     ]
-    queued = request.app[PREFETCHER].queued() + cache.fills.running()
+    queued = request.app[PREFETCHER].queued()
+    queued += [image_id for image_id in cache.fills.running() if image_id not in queued]
     return web.json_response({"cached_images": cached, "queued_images": queued})
 
 
@@ -69,7 +70,7 @@ async def queue_image(request: web.Request) -> web.Response:
         return to_response(
             request, refusal(400, f"Image {image_id} has no checksum to verify a copy by.")
         )
-    request.app[PREFETCHER].queue(image, caller.headers)
+    await request.app[PREFETCHER].queue(image, caller.headers)
     return web.Response(status=202)
 
 
@@ -80,7 +81,7 @@ async def delete_entry(request: web.Request) -> web.Response:
     if (refused := await refusal_for(request, DELETE)) is not None:
         return refused
     cache = request.app[CACHE]
-    dequeued = request.app[PREFETCHER].discard(image_id)
+    dequeued = await request.app[PREFETCHER].discard(image_id)
     if await cache.index.get(image_id) is not None:
         if not await cache.evictor.remove(image_id):
             return to_response(
@@ -101,7 +102,7 @@ async def clear(request: web.Request) -> web.Response:
             refusal(400, f"If provided '{CLEAR_TARGET}' must be 'cache', 'queue' or empty string."),
         )
     if target in ("", "queue"):
-        request.app[PREFETCHER].clear()
+        await request.app[PREFETCHER].clear()
     if target in ("", "cache"):
         cache = request.app[CACHE]
         for entry in await cache.index.all():
