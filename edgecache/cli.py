@@ -218,7 +218,7 @@ def _print_jobs(jobs: list[dict[str, Any]]) -> None:
     rows = [
         (
             job["image_id"],
-            job["state"] + (f" {job['why']}" if job["why"] else ""),
+            job["state"] + (f" ({job['why']})" if job["why"] else ""),
             f"{human_size(job['done'])} / {human_size(job['size'] or 0)}",
         )
         for job in jobs

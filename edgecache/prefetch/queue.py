@@ -17,7 +17,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from edgecache.authorization.keystone import KEYSTONE_ERRORS, describe
 from edgecache.images import ImageRecord
@@ -37,7 +37,9 @@ RETRY_AFTER = 30.0
 _REGION_ERRORS: tuple[type[BaseException], ...] = (*TRANSIENT_ERRORS, PoolExhausted)
 QUEUED = "queued"
 RUNNING = "running"
-WAITING = "waiting"
+WAITING = "waiting"  # for the window, or to be tried again
+# Until someone queues the image again: only this node's queue can give a job credentials.
+NEEDS_CREDENTIALS = "waiting for credentials"
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,7 @@ class JobProgress:
     """A job as `edgecache status` shows it: bytes `done` of `size` while it runs."""
 
     image_id: str
-    state: str  # QUEUED, RUNNING or WAITING
+    state: str  # QUEUED, RUNNING, WAITING or NEEDS_CREDENTIALS
     done: int
     size: int | None
     why: str | None = None  # what a waiting job waits for
@@ -145,15 +147,15 @@ class Prefetcher:
             return JobProgress(job.image_id, RUNNING, fill.written, fill.size)
         if job.image_id in self._running:
             return JobProgress(job.image_id, RUNNING, 0, job.size)
-        why = self._credentials.waiting_for(job.image_id)
-        if why is not None:
-            why = f"for credentials: {why}; queue it again"
-        elif job.image_id in self._delayed:
+        progress = JobProgress(job.image_id, QUEUED, 0, job.size)
+        if (why := self._credentials.waiting_for(job.image_id)) is not None:
+            return replace(progress, state=NEEDS_CREDENTIALS, why=f"{why}; queue it again")
+        if job.image_id in self._delayed:
             why = f"to be tried again: {self._delayed[job.image_id]}"
-        elif window_closed:
-            why = f"for the window {self._window}"
-        state = QUEUED if why is None else WAITING
-        return JobProgress(job.image_id, state, 0, job.size, why)
+            return replace(progress, state=WAITING, why=why)
+        if window_closed:
+            return replace(progress, state=WAITING, why=f"for the window {self._window}")
+        return progress
 
     def _pulse(self) -> None:
         """Wake whoever waits for a change: the workers, join()."""

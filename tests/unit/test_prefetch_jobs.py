@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from edgecache.app import create_app
 from edgecache.appkeys import PREFETCHER
 from edgecache.config import ConfigError, Settings, load_settings
-from edgecache.prefetch.queue import QUEUED, RUNNING, WAITING, JobProgress
+from edgecache.prefetch.queue import NEEDS_CREDENTIALS, QUEUED, RUNNING, WAITING, JobProgress
 from edgecache.prefetch.window import Clock, Window
 from tests.conftest import MiB, random_bytes
 from tests.fakeglance import ADMIN_TOKEN, SERVICE_USER, FakeGlance, FakeImage
@@ -168,7 +168,7 @@ async def test_without_service_credentials_a_job_from_before_a_restart_waits_for
     clock.set(EVENING.replace(hour=23))
     await edgecache.server.app[PREFETCHER].join()
     job = progress(edgecache)[image.id]
-    assert job.state == WAITING
+    assert job.state == NEEDS_CREDENTIALS
     assert job.why is not None
     assert "queued before the daemon restarted" in job.why
     assert glance.data_requests[image.id] == 0
@@ -205,11 +205,8 @@ async def test_a_token_that_expired_while_its_job_waited_for_the_window(
         assert data_tokens(glance, image) == [ADMIN_TOKEN]
     else:
         job = progress(edgecache)[image.id]
-        assert job.state == WAITING
-        assert job.why == (
-            "for credentials: the region answered HTTP 401 to the caller who queued it; "
-            "queue it again"
-        )
+        assert job.state == NEEDS_CREDENTIALS
+        assert job.why == "the region answered HTTP 401 to the caller who queued it; queue it again"
         assert glance.data_requests[image.id] == 0
 
 
