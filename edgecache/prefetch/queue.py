@@ -99,12 +99,14 @@ class Prefetcher:
 
     async def queue(self, image: ImageRecord, headers: Mapping[str, str]) -> None:
         """Ask for `image` to be cached with the caller's credentials (`headers`); an image
-        already queued is fetched with these from now on."""
-        self._credentials.hold(image.id, headers)
+        already queued is fetched with these from now on, one already stored is not queued."""
+        if self._cache.filling(image.id) is None and await self._cache.lookup(image):
+            return
         if image.id not in self._jobs:
             job = Job(image.id, image.size, time.time())
             await self._store.add(job)
             self._jobs[image.id] = job
+        self._credentials.hold(image.id, headers)
         self._pulse()
 
     def queued(self) -> list[str]:

@@ -237,6 +237,10 @@ async def test_the_window_holds_jobs_back_but_never_a_boot(
     assert glance.data_requests[queued.id] == 1
     assert glance.data_requests[booted.id] == 1  # its job found it stored
 
+    clock.set(EVENING.replace(day=2))
+    await queue(edgecache, booted, member)
+    assert progress(edgecache) == {}  # stored: no job waits for the window for it
+
 
 async def test_a_job_for_an_image_gone_from_the_region_is_dropped(
     glance: FakeGlance, start_edgecache: StartEdgecache, member: str
