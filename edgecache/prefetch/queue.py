@@ -18,6 +18,7 @@ import logging
 import time
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 
 from edgecache.authorization.keystone import KEYSTONE_ERRORS, describe
 from edgecache.images import ImageRecord
@@ -31,8 +32,9 @@ from edgecache.upstream.pools import PoolExhausted
 
 log = logging.getLogger(__name__)
 
-# Seconds before a job that met a failure of the region or of Keystone is tried again (at
-# once when the uplink comes back).
+# Seconds before a job that met a failure of the region or of Keystone is tried again. While
+# the uplink is down no job starts (each would begin by asking the region); all may once it
+# is back.
 RETRY_AFTER = 30.0
 _REGION_ERRORS: tuple[type[BaseException], ...] = (*TRANSIENT_ERRORS, PoolExhausted)
 QUEUED = "queued"
@@ -78,7 +80,9 @@ class Prefetcher:
         self._clock = clock
         self._jobs: dict[str, Job] = {}  # in the order they were queued
         self._running: set[str] = set()
-        self._delayed: dict[str, str] = {}  # image id -> the failure it is tried again after
+        # A job that failed for the region's (or Keystone's) sake: its failure, and when it
+        # may be tried again (local time, by the clock), until an attempt gets past them.
+        self._trouble: dict[str, tuple[str, datetime]] = {}
         self._changed = asyncio.Event()  # replaced by a new one at each change (_pulse)
         self._workers: list[asyncio.Task[None]] = []
 
@@ -88,6 +92,7 @@ class Prefetcher:
             self._jobs[job.image_id] = job
         if self._jobs:
             log.info("%d prefetch jobs from before the last stop are queued again", len(self._jobs))
+        self._upstream.uplink.on_reconnect(self._uplink_back)
         self._workers = [
             asyncio.create_task(self._work(), name=f"prefetch-{n}") for n in range(self._parallel)
         ]
@@ -114,8 +119,7 @@ class Prefetcher:
         return list(self._jobs)
 
     def progress(self) -> list[JobProgress]:
-        closed = self._window is not None and not self._window.allows(self._clock.now())
-        return [self._progress_of(job, closed) for job in self._jobs.values()]
+        return [self._progress_of(job, self._clock.now()) for job in self._jobs.values()]
 
     async def discard(self, image_id: str) -> bool:
         """Dequeue an image (a fill under way goes on); False if it was not queued."""
@@ -124,26 +128,24 @@ class Prefetcher:
         await self._forget(image_id)
         return True
 
-    async def clear(self) -> int:
-        count = len(self._jobs)
+    async def clear(self) -> None:
         await self._store.clear()
         for image_id in list(self._jobs):
             self._credentials.release(image_id)
         self._jobs.clear()
-        self._delayed.clear()
+        self._trouble.clear()
         self._pulse()
-        return count
 
     async def join(self) -> None:
-        """Wait until no job runs or could start now (those waiting for the window, for
-        credentials or to be tried again do not count)."""
+        """Wait until no job runs or could start now (those waiting for the window, the
+        uplink, credentials or their time to be tried again do not count)."""
         while True:
             changed = self._changed
             if not self._running and self._startable() is None:
                 return
             await changed.wait()
 
-    def _progress_of(self, job: Job, window_closed: bool) -> JobProgress:
+    def _progress_of(self, job: Job, now: datetime) -> JobProgress:
         fill = self._cache.filling(job.image_id)
         if fill is not None:
             return JobProgress(job.image_id, RUNNING, fill.written, fill.size)
@@ -152,10 +154,11 @@ class Prefetcher:
         progress = JobProgress(job.image_id, QUEUED, 0, job.size)
         if (why := self._credentials.waiting_for(job.image_id)) is not None:
             return replace(progress, state=NEEDS_CREDENTIALS, why=f"{why}; queue it again")
-        if job.image_id in self._delayed:
-            why = f"to be tried again: {self._delayed[job.image_id]}"
-            return replace(progress, state=WAITING, why=why)
-        if window_closed:
+        if (trouble := self._trouble.get(job.image_id)) is not None and trouble[1] > now:
+            return replace(progress, state=WAITING, why=f"to be tried again: {trouble[0]}")
+        if not self._upstream.uplink.online:
+            return replace(progress, state=WAITING, why="for the uplink to the region")
+        if self._window is not None and not self._window.allows(now):
             return replace(progress, state=WAITING, why=f"for the window {self._window}")
         return progress
 
@@ -164,18 +167,37 @@ class Prefetcher:
         self._changed.set()
         self._changed = asyncio.Event()
 
+    async def _uplink_back(self) -> None:
+        self._pulse()
+
     def _startable(self) -> str | None:
         """The oldest job that may start now."""
-        if self._window is not None and not self._window.allows(self._clock.now()):
+        now = self._clock.now()
+        if not self._upstream.uplink.online:
+            return None
+        if self._window is not None and not self._window.allows(now):
             return None
         for image_id in self._jobs:
             if (
                 image_id not in self._running
-                and image_id not in self._delayed
+                and self._trouble.get(image_id, ("", now))[1] <= now
                 and self._credentials.waiting_for(image_id) is None
             ):
                 return image_id
         return None
+
+    def _next_chance(self) -> float | None:
+        """Seconds until a job that may not start now might: the window opens, or a failed
+        job's time to be tried again comes; None if only a change can tell."""
+        now = self._clock.now()
+        if self._window is not None and not self._window.allows(now):
+            return self._window.opens_in(now)
+        retries = [
+            (at - now).total_seconds()
+            for image_id, (_, at) in self._trouble.items()
+            if image_id not in self._running and at > now
+        ]
+        return min(retries, default=None)
 
     async def _next_job(self) -> str:
         while True:
@@ -183,11 +205,11 @@ class Prefetcher:
             image_id = self._startable()
             if image_id is not None:
                 return image_id
-            opens_in = self._window.opens_in(self._clock.now()) if self._window else 0.0
-            if opens_in and any(image_id not in self._running for image_id in self._jobs):
-                await _first_of(changed.wait(), self._clock.sleep(opens_in))
-            else:
+            wait = self._next_chance() if self._jobs else None
+            if wait is None:
                 await changed.wait()
+            else:
+                await _first_of(changed.wait(), self._clock.sleep(wait))
 
     async def _work(self) -> None:
         while True:
@@ -196,12 +218,10 @@ class Prefetcher:
             try:
                 await self._run(image_id)
             except RegionTrouble as trouble:
-                self._running.discard(image_id)
-                await self._try_again_later(image_id, str(trouble))
+                self._try_again_later(image_id, str(trouble))
             except Exception as exc:  # a full disk, a bug: this worker goes on with the others
                 log.exception("The prefetch of image %s failed unexpectedly.", image_id)
-                self._running.discard(image_id)
-                await self._try_again_later(image_id, describe(exc))
+                self._try_again_later(image_id, describe(exc))
             finally:
                 self._running.discard(image_id)
                 self._pulse()
@@ -211,7 +231,7 @@ class Prefetcher:
         if runner is None:
             return
         image = await self._current_record(image_id, runner)
-        self._delayed.pop(image_id, None)
+        self._trouble.pop(image_id, None)
         if image is None:
             return
         if self._cache.filling(image_id) is None and await self._cache.lookup(image):
@@ -272,22 +292,19 @@ class Prefetcher:
             return None
         return image
 
-    async def _try_again_later(self, image_id: str, trouble: str) -> None:
-        if image_id not in self._delayed:
+    def _try_again_later(self, image_id: str, trouble: str) -> None:
+        """Let the job wait RETRY_AFTER seconds; the same trouble again is not logged again."""
+        if image_id not in self._jobs:
+            return
+        if self._trouble.get(image_id, ("", None))[0] != trouble:
             log.warning(
                 "The prefetch of image %s could not go on: %s. It is tried again in %.0f s, or "
-                "as soon as the uplink is back.",
+                "once the uplink is back if it is down.",
                 image_id,
                 trouble,
                 RETRY_AFTER,
             )
-        self._delayed[image_id] = trouble
-        uplink = self._upstream.uplink
-        if uplink.online:
-            await self._clock.sleep(RETRY_AFTER)
-        else:
-            await uplink.wait_online(RETRY_AFTER)
-        self._delayed.pop(image_id, None)
+        self._trouble[image_id] = (trouble, self._clock.now() + timedelta(seconds=RETRY_AFTER))
 
     async def _drop(self, image_id: str, why: str) -> None:
         log.warning(
@@ -299,7 +316,7 @@ class Prefetcher:
 
     async def _forget(self, image_id: str) -> None:
         self._jobs.pop(image_id, None)
-        self._delayed.pop(image_id, None)
+        self._trouble.pop(image_id, None)
         self._credentials.release(image_id)
         await self._store.remove(image_id)
         self._pulse()

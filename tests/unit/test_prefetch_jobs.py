@@ -15,9 +15,16 @@ from aiohttp.test_utils import TestClient, TestServer
 from edgecache.app import create_app
 from edgecache.appkeys import PREFETCHER
 from edgecache.config import ConfigError, Settings, load_settings
-from edgecache.prefetch.queue import NEEDS_CREDENTIALS, QUEUED, RUNNING, WAITING, JobProgress
+from edgecache.prefetch.queue import (
+    NEEDS_CREDENTIALS,
+    QUEUED,
+    RETRY_AFTER,
+    RUNNING,
+    WAITING,
+    JobProgress,
+)
 from edgecache.prefetch.window import Clock, Window
-from tests.conftest import MiB, random_bytes
+from tests.conftest import MiB, UpstreamServer, go_offline, go_online, random_bytes
 from tests.fakeglance import ADMIN_TOKEN, SERVICE_USER, FakeGlance, FakeImage
 
 NIGHT = (22 * 60, 6 * 60)  # [prefetch] window = "22:00-06:00"
@@ -254,6 +261,57 @@ async def test_a_job_for_an_image_gone_from_the_region_is_dropped(
     await edgecache.server.app[PREFETCHER].join()
     assert progress(edgecache) == {}
     assert (await cache_state(edgecache, member))["queued_images"] == []
+
+
+async def test_a_job_the_region_cannot_answer_for_is_tried_again(
+    glance: FakeGlance, start_edgecache: StartEdgecache, member: str
+) -> None:
+    image = glance.add_image(random_bytes(MiB), owner="p1")
+    clock = FakeClock(EVENING)
+    edgecache = await start_edgecache(clock, prefetch_window=NIGHT)
+    await queue(edgecache, image, member)
+    glance.record_overrides[image.id] = b"<html>a proxy's error page</html>"
+    night = EVENING.replace(hour=22, minute=0)
+    clock.set(night)
+    await edgecache.server.app[PREFETCHER].join()
+    job = progress(edgecache)[image.id]
+    assert (job.state, job.why) == (
+        WAITING,
+        "to be tried again: the region's answer for its record was not one",
+    )
+
+    del glance.record_overrides[image.id]
+    clock.set(night + timedelta(seconds=RETRY_AFTER - 1))
+    await edgecache.server.app[PREFETCHER].join()
+    assert glance.data_requests[image.id] == 0
+    clock.set(night + timedelta(seconds=RETRY_AFTER))
+    await edgecache.server.app[PREFETCHER].join()
+    assert progress(edgecache) == {}
+    assert glance.data_requests[image.id] == 1
+
+
+async def test_jobs_wait_for_the_uplink_and_start_when_it_is_back(
+    glance: FakeGlance,
+    upstream_server: UpstreamServer,
+    start_edgecache: StartEdgecache,
+    member: str,
+) -> None:
+    image = glance.add_image(random_bytes(MiB), owner="p1")
+    clock = FakeClock(EVENING)
+    edgecache = await start_edgecache(
+        clock, prefetch_window=NIGHT, failures_to_offline=1, probe_interval=0.05
+    )
+    await queue(edgecache, image, member)
+    await go_offline(edgecache, upstream_server)
+    clock.set(EVENING.replace(hour=23))
+    await edgecache.server.app[PREFETCHER].join()
+    job = progress(edgecache)[image.id]
+    assert (job.state, job.why) == (WAITING, "for the uplink to the region")
+
+    await go_online(edgecache, upstream_server)
+    await edgecache.server.app[PREFETCHER].join()
+    assert progress(edgecache) == {}
+    assert glance.data_requests[image.id] == 1
 
 
 def test_the_window_across_midnight() -> None:
