@@ -24,6 +24,7 @@ from edgecache.appkeys import (
     DOWNLOADS,
     KEYSTONE_SESSION,
     METRICS,
+    PREFETCH_CLOCK,
     PREFETCHER,
     RECALL,
     REVALIDATOR,
@@ -47,7 +48,11 @@ from edgecache.config import Settings
 from edgecache.documents import DocumentStore
 from edgecache.metrics import Metrics
 from edgecache.observe import OWN_ERRORS_LOG, add_request_id, observe_requests, own_errors_log
-from edgecache.prefetch import Prefetcher
+from edgecache.prefetch import jobs
+from edgecache.prefetch.credentials import JobCredentials
+from edgecache.prefetch.jobs import JobStore
+from edgecache.prefetch.queue import Prefetcher
+from edgecache.prefetch.window import Clock, Window
 from edgecache.refusals import Unauthorized
 from edgecache.store.cache import ImageCache
 from edgecache.store.source import RegionSource, SourcePicker
@@ -61,9 +66,11 @@ IMAGE_ID = r"{image_id:[^/]+}"
 TOKEN_KEY_FILE = "token-hash.key"
 
 
-def create_app(settings: Settings) -> web.Application:
+def create_app(settings: Settings, clock: Clock | None = None) -> web.Application:
+    """`clock`: local time for [prefetch] window (tests drive one of their own)."""
     app = web.Application(client_max_size=0, middlewares=[observe_requests, refuse_when_busy])
     app[SETTINGS] = settings
+    app[PREFETCH_CLOCK] = clock or Clock()
     app[METRICS] = Metrics()
     app[BUSY_LOG] = busy_log()
     app[OWN_ERRORS_LOG] = own_errors_log()
@@ -115,10 +122,13 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
     region = RegionSource(upstream)
     sources: SourcePicker = ZoneSources(app[SIBLINGS], region) if SIBLINGS in app else region
     try:
-        # The remembered documents and decisions live in the index's database, beside (not
-        # inside) the blob index: the store knows nothing of them.
+        # The remembered documents, decisions and prefetch jobs live in the index's database,
+        # beside (not inside) the blob index: the store knows nothing of them.
         cache = await ImageCache.open(
-            settings, sources, app[METRICS], beside=(documents.SCHEMA, decisions.SCHEMA)
+            settings,
+            sources,
+            app[METRICS],
+            beside=(documents.SCHEMA, decisions.SCHEMA, jobs.SCHEMA),
         )
         app[CACHE] = cache
         app[DOCUMENTS] = DocumentStore(cache.index.database)
@@ -205,8 +215,16 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
             document_ttl=settings.decision_ttl,
         )
         background.add(asyncio.create_task(upkeep.run_forever(), name="index-upkeep"))
-        app[PREFETCHER] = Prefetcher(cache, settings.prefetch_parallel)
-        app[PREFETCHER].start()
+        app[PREFETCHER] = Prefetcher(
+            cache=cache,
+            jobs=JobStore(cache.index.database),
+            credentials=JobCredentials(keystone),
+            upstream=upstream,
+            parallel=settings.prefetch_parallel,
+            window=Window(*settings.prefetch_window) if settings.prefetch_window else None,
+            clock=app[PREFETCH_CLOCK],
+        )
+        await app[PREFETCHER].start()
         try:
             yield
         finally:

@@ -198,3 +198,18 @@ async def start_edgecache(upstream: str, cache_dir: Path, **settings: object) ->
     server = TestServer(create_app(Settings(**values)), host="127.0.0.1")  # type: ignore[arg-type]
     await server.start_server()
     return server
+
+
+async def edgecache_cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "edgecache",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env={**os.environ, "EDGECACHE_CONFIG": "", "OS_AUTH_TOKEN": "", **(env or {})},
+    )
+    output, _ = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, output.decode()

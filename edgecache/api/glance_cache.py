@@ -2,7 +2,7 @@
 
 `glance cache-list`, `cache-queue`, `cache-delete`, `cache-clear`, `cache-prune` and
 `cache-clean` work against edgecache as against a Glance with its image cache on. Who may use
-it is Glance's decision, asked per action with the caller's token (cache_access.py):
+it is Glance's decision, asked per action with the caller's token (glance_cache_access.py):
 
 - list (`GET /v2/cache`): Glance's `cache_list`, asked as `GET /v2/cache`;
 - queue (`PUT /v2/cache/{id}`): the image must be visible to the caller, active and carry a
@@ -19,6 +19,9 @@ it is Glance's decision, asked per action with the caller's token (cache_access.
   `admin` role (with `[keystone]`) are allowed then.
 
 Decisions are remembered per action for use while the uplink is down.
+
+In a zone of several nodes ([zone] peers) the API answers for the whole zone: every node's
+images, each image queued once, removals from every node (edgecache.api.zone_cache).
 """
 
 from __future__ import annotations
@@ -26,9 +29,12 @@ from __future__ import annotations
 from aiohttp import web
 
 from edgecache.answer import Answer
+from edgecache.api import zone_cache
 from edgecache.api.answers import to_response, visible_image
 from edgecache.api.glance_cache_access import CLEAR_TARGET, DELETE, LIST, QUEUE, refusal_for
-from edgecache.appkeys import AUTHORITY, CACHE, PREFETCHER
+from edgecache.appkeys import AUTHORITY, CACHE, PREFETCHER, SIBLINGS
+from edgecache.holdings import CLEAR_TARGETS, Removal, holdings, remove
+from edgecache.holdings import clear as clear_node
 from edgecache.images import is_image_id
 from edgecache.refusals import refusal
 
@@ -36,19 +42,10 @@ from edgecache.refusals import refusal
 async def cache_state(request: web.Request) -> web.Response:
     if (refused := await refusal_for(request, LIST)) is not None:
         return refused
-    cache = request.app[CACHE]
-    cached = [
-        {
-            "image_id": entry.image_id,
-            "hits": entry.hits,
-            "last_accessed": entry.last_access if entry.hits else 0,
-            "last_modified": entry.created_at,
-            "size": entry.size,
-        }
-        for entry in await cache.index.all()
-    ]
-    queued = request.app[PREFETCHER].queued() + cache.fills.running()
-    return web.json_response({"cached_images": cached, "queued_images": queued})
+    own = await holdings(request.app[CACHE], request.app[PREFETCHER])
+    if SIBLINGS in request.app:
+        return web.json_response(await zone_cache.zone_listing(request.app, own))
+    return web.json_response(zone_cache.glance_listing({None: own}))
 
 
 async def queue_image(request: web.Request) -> web.Response:
@@ -69,7 +66,13 @@ async def queue_image(request: web.Request) -> web.Response:
         return to_response(
             request, refusal(400, f"Image {image_id} has no checksum to verify a copy by.")
         )
-    request.app[PREFETCHER].queue(image, caller.headers)
+    if (
+        SIBLINGS in request.app
+        and not await _here(request, image_id)
+        and await zone_cache.owner_elsewhere(request.app, image_id) is not None
+    ):
+        return web.Response(status=202)  # the zone has it, or will
+    await request.app[PREFETCHER].queue(image, caller.headers)
     return web.Response(status=202)
 
 
@@ -79,14 +82,18 @@ async def delete_entry(request: web.Request) -> web.Response:
         return invalid
     if (refused := await refusal_for(request, DELETE)) is not None:
         return refused
-    cache = request.app[CACHE]
-    dequeued = request.app[PREFETCHER].discard(image_id)
-    if await cache.index.get(image_id) is not None:
-        if not await cache.evictor.remove(image_id):
-            return to_response(
-                request, refusal(409, f"Image {image_id} is being read; try again later.")
-            )
-    elif not dequeued:
+    outcomes = [await remove(request.app[CACHE], request.app[PREFETCHER], image_id)]
+    if SIBLINGS in request.app:
+        siblings = await zone_cache.remove_from_siblings(request.app, image_id)
+        unreached = zone_cache.unreached([peer for peer, done in siblings.items() if done is None])
+        if unreached is not None:
+            return to_response(request, unreached)
+        outcomes += [done for done in siblings.values() if done is not None]
+    if Removal.BUSY in outcomes:
+        return to_response(
+            request, refusal(409, f"Image {image_id} is being read; try again later.")
+        )
+    if Removal.REMOVED not in outcomes:
         return to_response(request, _not_found(image_id))
     return web.Response(status=204)
 
@@ -95,17 +102,16 @@ async def clear(request: web.Request) -> web.Response:
     if (refused := await refusal_for(request, DELETE)) is not None:
         return refused
     target = request.headers.get(CLEAR_TARGET, "").lower()
-    if target not in ("", "cache", "queue"):
+    if target not in CLEAR_TARGETS:
         return to_response(
             request,
             refusal(400, f"If provided '{CLEAR_TARGET}' must be 'cache', 'queue' or empty string."),
         )
-    if target in ("", "queue"):
-        request.app[PREFETCHER].clear()
-    if target in ("", "cache"):
-        cache = request.app[CACHE]
-        for entry in await cache.index.all():
-            await cache.evictor.remove(entry.image_id)  # copies being read stay
+    await clear_node(request.app[CACHE], request.app[PREFETCHER], target)
+    if SIBLINGS in request.app:
+        unreached = await zone_cache.clear_everywhere(request.app, target)
+        if unreached is not None:
+            return to_response(request, unreached)
     return web.Response(status=204)
 
 
@@ -123,6 +129,16 @@ async def clean(request: web.Request) -> web.Response:
         return refused
     await request.app[CACHE].quarantine.empty()
     return web.Response(status=200)
+
+
+async def _here(request: web.Request, image_id: str) -> bool:
+    """Whether this node stores, fills or has queued the image (then it is queued here)."""
+    cache = request.app[CACHE]
+    return (
+        await cache.index.get(image_id) is not None
+        or cache.filling(image_id) is not None
+        or image_id in request.app[PREFETCHER].queued()
+    )
 
 
 def _invalid_id(request: web.Request, image_id: str) -> web.Response | None:

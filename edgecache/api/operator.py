@@ -8,6 +8,7 @@ whoever can open the socket (its file mode, 0660) is the site's operator.
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 
 from aiohttp import web
 
@@ -53,7 +54,7 @@ async def status(request: web.Request) -> web.Response:
             "capacity": request.app[SETTINGS].max_size,
             "hit_ratio": _hit_ratio(request.app[METRICS]),
             "fills": _fills(request),
-            "queued": request.app[PREFETCHER].queued(),
+            "jobs": [asdict(job) for job in request.app[PREFETCHER].progress()],
         }
     )
 

@@ -51,6 +51,7 @@ def _print_status(status: dict[str, Any]) -> None:
         ),
         ("hit ratio", "no image requests yet" if ratio is None else f"{100 * ratio:.1f}%"),
         ("active fills", str(len(status["fills"])) if status["fills"] else "none"),
+        ("prefetch jobs", str(len(status["jobs"])) if status["jobs"] else "none"),
     ]
     print(table(None, lines))
     if status["fills"]:
@@ -60,6 +61,23 @@ def _print_status(status: dict[str, Any]) -> None:
         ]
         print()
         print(table(["FILLING", "PROGRESS"], rows))
+    _print_jobs(status["jobs"])
+
+
+def _print_jobs(jobs: list[dict[str, Any]]) -> None:
+    """Queued and running prefetches (glance cache-queue, edgecache warm --queue)."""
+    if not jobs:
+        return
+    rows = [
+        (
+            job["image_id"],
+            job["state"] + (f" ({job['why']})" if job["why"] else ""),
+            f"{human_size(job['done'])} / {human_size(job['size'] or 0)}",
+        )
+        for job in jobs
+    ]
+    print()
+    print(table(["JOB", "STATE", "PROGRESS"], rows))
 
 
 def _print_images(images: list[dict[str, Any]]) -> None:

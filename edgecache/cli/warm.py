@@ -27,6 +27,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--from-file", type=Path, help="ids or names, one a line (# comments)")
     parser.add_argument("--parallel", type=int, default=2, help="images fetched at once")
     parser.add_argument("--pin", action="store_true", help="protect them from eviction")
+    parser.add_argument(
+        "--queue",
+        action="store_true",
+        help="hand them to the daemon's prefetch queue and return at once (the daemon fetches "
+        "them across its restarts, in its [prefetch] window; Glance's cache_image policy "
+        "decides, as for glance cache-queue)",
+    )
+    parser.add_argument(
+        "--wait",
+        action="store_true",
+        help="queue them as --queue does, then follow each to the end now, with progress",
+    )
     parser.add_argument("--endpoint", help="edgecache's URL (default: its listen address)")
     parser.add_argument("--token", help="a Keystone token (else OS_AUTH_TOKEN, else OS_* auth)")
 
@@ -36,6 +48,8 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
         raise WarmError("nothing to warm: name images, or use --all-public, --tag, --from-file")
     if args.parallel < 1:
         raise WarmError("--parallel must be at least 1")
+    if args.pin and args.queue and not args.wait:
+        raise WarmError("--pin needs the images cached first: add --wait, or leave out --queue")
     endpoint = args.endpoint or _own_endpoint(settings)
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=settings.read_timeout)
     pin = own_certificate_pin(settings) if not args.endpoint else None
@@ -50,8 +64,16 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
         targets = await warmer.select(
             args.images, all_public=args.all_public, tags=args.tag, from_file=args.from_file
         )
+        refused: list[Outcome] = []
+        if args.queue or args.wait:
+            queued = await warmer.queue(targets)
+            if not args.wait:
+                _print_queued(queued)
+                return EXIT_FAILED if any(outcome.failed for outcome in queued) else 0
+            refused = [outcome for outcome in queued if outcome.failed]
+            targets = [outcome.target for outcome in queued if not outcome.failed]
         progress: Progress = TerminalProgress() if sys.stderr.isatty() else LogProgress()
-        outcomes = await warmer.warm(targets, args.parallel, progress)
+        outcomes = refused + await warmer.warm(targets, args.parallel, progress)
     if args.pin:
         await _pin(settings, outcomes)
     _print_summary(outcomes)
@@ -66,6 +88,21 @@ async def _pin(settings: Settings, outcomes: list[Outcome]) -> None:
 
 
 def _print_summary(outcomes: list[Outcome]) -> None:
+    _print_outcomes(outcomes)
+    failed = sum(outcome.failed for outcome in outcomes)
+    print(f"{len(outcomes)} images: {len(outcomes) - failed} in the cache, {failed} failed")
+
+
+def _print_queued(outcomes: list[Outcome]) -> None:
+    _print_outcomes(outcomes)
+    failed = sum(outcome.failed for outcome in outcomes)
+    print(
+        f"{len(outcomes)} images: {len(outcomes) - failed} queued, {failed} refused; the daemon "
+        "fetches those queued (edgecache status shows their progress)"
+    )
+
+
+def _print_outcomes(outcomes: list[Outcome]) -> None:
     rows = [
         (
             o.target.id,
@@ -78,8 +115,6 @@ def _print_summary(outcomes: list[Outcome]) -> None:
         for o in outcomes
     ]
     print(table(["IMAGE", "NAME", "SIZE", "RESULT", "TIME", "RATE"], rows))
-    failed = sum(outcome.failed for outcome in outcomes)
-    print(f"{len(outcomes)} images: {len(outcomes) - failed} in the cache, {failed} failed")
 
 
 def own_certificate_pin(settings: Settings) -> aiohttp.Fingerprint | None:

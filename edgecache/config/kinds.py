@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
@@ -254,3 +255,31 @@ class Size(Kind[int]):
         if self._at_most is None:
             return f"at least {size_text(self._at_least)}"
         return f"between {size_text(self._at_least)} and {size_text(self._at_most)}"
+
+
+class DailyWindow(Kind[tuple[int, int]]):
+    """A span of local time each day, `"22:00-06:00"`, held as (start, end) minutes after
+    midnight; it crosses midnight when the end is before the start."""
+
+    metavar = "HH:MM-HH:MM"
+    _PATTERN = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$")
+
+    def parse(self, value: object, key: str) -> tuple[int, int]:
+        match = self._PATTERN.match(value) if isinstance(value, str) else None
+        if match is None:
+            raise ConfigError(
+                key, f'expected a span of local time such as "22:00-06:00", got {value!r}'
+            )
+        hours_start, minutes_start, hours_end, minutes_end = (int(part) for part in match.groups())
+        start, end = hours_start * 60 + minutes_start, hours_end * 60 + minutes_end
+        if hours_start > 23 or minutes_start > 59 or minutes_end > 59 or end > 24 * 60:
+            raise ConfigError(key, f"{value!r} is not a time of day (00:00 to 24:00)")
+        if start == end % (24 * 60):
+            raise ConfigError(key, f"{value!r} starts where it ends; leave it unset for any time")
+        return start, end
+
+    def toml(self, value: object) -> str:
+        if isinstance(value, tuple) and len(value) == 2:
+            start, end = value
+            return f'"{start // 60:02d}:{start % 60:02d}-{end // 60:02d}:{end % 60:02d}"'
+        return toml_literal(value)

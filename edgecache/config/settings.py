@@ -10,6 +10,7 @@ from edgecache.config.sections.auth import AuthSettings
 from edgecache.config.sections.cache import CacheSettings
 from edgecache.config.sections.keystone import KeystoneSettings
 from edgecache.config.sections.offline import OfflineSettings
+from edgecache.config.sections.prefetch import PrefetchSettings
 from edgecache.config.sections.server import ServerSettings
 from edgecache.config.sections.upstream import UpstreamSettings
 from edgecache.config.sections.zone import ZoneSettings
@@ -24,6 +25,7 @@ class Settings(
     KeystoneSettings,
     CacheSettings,
     ZoneSettings,
+    PrefetchSettings,
 ):
     """Everything the daemon is configured with; config/edgecache.toml documents each key."""
 

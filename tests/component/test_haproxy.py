@@ -4,47 +4,22 @@ node configured with the others as its siblings ([zone] in edgecache.toml)."""
 from __future__ import annotations
 
 import asyncio
-import re
-import shutil
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import aiohttp
-import pytest
 
-from tests.conftest import MiB, SpawnEdgecache, UpstreamServer, free_port, random_bytes
+from tests.conftest import MiB, UpstreamServer, random_bytes
 from tests.fakeglance import FakeGlance
 from tests.zonekit import (
+    HAPROXY_DENIED,
     ZONE_SECRET,
-    NodePorts,
+    Zone,
     download,
     metric,
-    node_config,
     raw_request,
     signed,
     status_of,
     wait_for_metric,
 )
-
-SHIPPED_CONFIG = Path(__file__).parents[2] / "config" / "haproxy.cfg"
-
-
-@dataclass
-class Zone:
-    url: str
-    nodes: dict[str, tuple[asyncio.subprocess.Process, str]]  # server name -> (process, url)
-    zone_urls: dict[str, str]  # server name -> its sibling endpoint's URL ([zone] listen)
-
-
-def zone_config(frontend_port: int, nodes: dict[str, str]) -> str:
-    """The shipped file with this test's addresses in place of the example ones."""
-    text = SHIPPED_CONFIG.read_text()
-    text = re.sub(r"bind 127\.0\.0\.1:\d+", f"bind 127.0.0.1:{frontend_port}", text)
-    for name, url in nodes.items():
-        address = url.removeprefix("http://")
-        text = re.sub(rf"server {name} \S+", f"server {name} {address}", text)
-    return text
 
 
 async def fills(url: str) -> float:
@@ -57,52 +32,6 @@ async def served(url: str) -> float:
     return sum(
         [await metric(url, f'edgecache_served_bytes_total{{source="{s}"}}') for s in sources]
     )
-
-
-@pytest.fixture
-async def zone(
-    upstream_server: UpstreamServer, spawn_edgecache: SpawnEdgecache, tmp_path: Path
-) -> AsyncIterator[Zone]:
-    haproxy = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin")
-    assert haproxy, "HAProxy is not installed: apt-get install haproxy (scripts/test.sh does)"
-    ports = {name: NodePorts() for name in ("node1", "node2", "node3")}
-    peers = [node.zone_url for node in ports.values()]
-    nodes = {}
-    for name, node in ports.items():
-        config = tmp_path / f"{name}.toml"
-        config.write_text(node_config(node, peers))
-        nodes[name] = await spawn_edgecache(
-            upstream_server.url, tmp_path / name, "--config", str(config), port=node.client
-        )
-    port = free_port()
-    config = tmp_path / "haproxy.cfg"
-    config.write_text(zone_config(port, {name: url for name, (_, url) in nodes.items()}))
-    check = await asyncio.create_subprocess_exec(haproxy, "-c", "-f", str(config))
-    assert await check.wait() == 0, "config/haproxy.cfg does not pass haproxy -c"
-    process = await asyncio.create_subprocess_exec(
-        haproxy, "-db", "-f", str(config), stdout=asyncio.subprocess.DEVNULL
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        await _wait_for_all_servers_up(url, len(nodes))
-        yield Zone(url, nodes, {name: node.zone_url for name, node in ports.items()})
-    finally:
-        process.terminate()
-        await process.wait()
-
-
-async def _wait_for_all_servers_up(url: str, count: int) -> None:
-    """HAProxy answers as soon as it binds; its health checks need a moment to pass."""
-    async with aiohttp.ClientSession() as session:
-        for _ in range(400):
-            try:
-                async with session.get(f"{url}/healthz") as resp:
-                    if resp.status == 200:
-                        return
-            except aiohttp.ClientConnectionError:
-                pass
-            await asyncio.sleep(0.05)  # polling another process's readiness
-    raise TimeoutError("HAProxy never routed to an edgecache node")
 
 
 async def test_one_region_fetch_per_image_per_zone_and_a_lost_node_moves_only_its_share(
@@ -268,7 +197,6 @@ SIBLING_PATH_VARIANTS = [
     "/zone%2Fv1%2Fimages%2F{}%2Ffile",
     "/%2Fzone/v1/images/{}/file%",
 ]
-HAPROXY_DENIED = b"Request forbidden by administrative rules."
 
 
 async def test_no_way_of_writing_the_sibling_path_gets_image_bytes_from_outside(

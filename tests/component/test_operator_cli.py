@@ -2,34 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
-import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
 
-from tests.conftest import Daemon, MiB, SpawnEdgecache, random_bytes
+from tests.conftest import Daemon, MiB, SpawnEdgecache, edgecache_cli, random_bytes
 from tests.fakeglance import FakeGlance
 from tests.storekit import flip_bit
 
 StartDaemon = Callable[[], Awaitable[Daemon]]
-
-
-async def edgecache_cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "edgecache",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        env={**os.environ, "EDGECACHE_CONFIG": "", "OS_AUTH_TOKEN": "", **(env or {})},
-    )
-    output, _ = await process.communicate()
-    assert process.returncode is not None
-    return process.returncode, output.decode()
 
 
 async def test_warm_status_list_pin_evict(
