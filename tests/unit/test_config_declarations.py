@@ -180,7 +180,8 @@ def test_a_bad_value_under_the_former_name_names_the_key_as_written(tmp_path: Pa
         ('[zone]\nsecret = "short"', "zone.secret: expected a string of at least 16 characters"),
         (
             "[cash]",
-            "cash: unknown section (known: upstream, server, offline, auth, keystone, cache, zone, prefetch)",
+            "cash: unknown section (known: upstream, server, offline, auth, keystone, cache, "
+            "zone, prefetch)",
         ),
         ("[auth]\nreuse_decisions = 1", "auth.reuse_decisions: unknown setting"),
     ],
