@@ -11,7 +11,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.conftest import Daemon, MiB, SpawnEdgecache, random_bytes
+from tests.conftest import Daemon, MiB, SpawnEdgecache, edgecache_cli, random_bytes
 from tests.fakeglance import FakeGlance, FakeImage
 from tests.storekit import scrape
 
@@ -131,6 +131,10 @@ async def test_a_fill_killed_at_70_percent_resumes_after_the_restart(
     assert daemons.incoming()[f"{image.id}.part"].stat().st_size == KILLED_AT
 
     _, url = await daemons.start()
+    code, status = await edgecache_cli("status", "--socket", str(daemons.cache_dir / "admin.sock"))
+    assert code == 0, status
+    assert "kept partials  1 (5.6 MiB)" in status
+    assert f"{image.id}  5.6 MiB / 8.0 MiB" in status
     assert await get(url, image, token) == ("fill", image.data)
     assert await get(url, image, token) == ("cache", image.data)
     assert glance.ranges_asked(image.id) == [None, f"bytes={KILLED_AT}-"]
