@@ -13,8 +13,9 @@ any that were not flushed. So the record says which boot of the machine wrote th
 checkpoints): in the same boot the whole file is trusted, after a reboot only its first
 `durable` bytes. Either way the final verification against Glance's checksum decides.
 
-A record is written whole or not at all (a temporary file, fsync, rename), and one that cannot
-be read, or is of another format, describes nothing: its partial is discarded.
+A record is written whole or not at all (a temporary file, renamed over the old one; flushed
+first once it names flushed bytes), and one that cannot be read, or is of another format,
+describes nothing: its partial is discarded.
 """
 
 from __future__ import annotations
@@ -83,12 +84,15 @@ def current_boot() -> str:
 
 
 def write(path: Path, record: PartialRecord) -> None:
-    """Replace the record at `path` with `record`, whole (blocking)."""
+    """Replace the record at `path` with `record`, whole, and on disk before it replaces the
+    old one (blocking). Without a flushed checkpoint (`durable` 0) the record is not flushed:
+    in the same boot it is read as written, and after a reboot it would say to keep nothing."""
     staging = path.with_name(path.name + ".tmp")
     with staging.open("w") as handle:
         json.dump({"format": FORMAT, **asdict(record)}, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
+        if record.durable:
+            handle.flush()
+            os.fsync(handle.fileno())
     os.replace(staging, path)
 
 
