@@ -4,7 +4,9 @@ Run as `python -m benchmarks.upstream --dir DIR --sizes N,M --ready-file FILE`. 
 the content, binds a free loopback port, and writes FILE (JSON: port, content path, digests)
 once it is serving. Any non-empty `X-Auth-Token` is accepted. Image ids are created on demand
 (`POST /_bench/images`), so each cold measurement can use an id no cache has seen, and every
-data GET is counted per image (`GET /_bench/data-gets`) so coalescing can be checked.
+data GET is counted per image (`GET /_bench/data-gets`) so coalescing can be checked, as are
+the image bytes sent (`GET /_bench/data-bytes`). An image created with `hold_at` stops its
+streams at that offset until `POST /_bench/release/{id}` (a fill that can be killed there).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import uuid
 from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from aiohttp import web
 
@@ -33,10 +35,14 @@ class SyntheticGlance:
         self.images: dict[str, Digests] = {}
         self.data_gets: Counter[str] = Counter()
         self.download_checks: Counter[str] = Counter()  # edgecache's one-byte GETs
+        self.data_bytes: Counter[str] = Counter()  # handed to the kernel, per image
+        self.holds: dict[str, tuple[int, asyncio.Event]] = {}  # image -> offset, its release
         self.app = web.Application()
         self.app.router.add_post("/_bench/images", self._create)
         self.app.router.add_get("/_bench/data-gets", self._counts)
         self.app.router.add_get("/_bench/download-checks", self._checks)
+        self.app.router.add_get("/_bench/data-bytes", self._bytes)
+        self.app.router.add_post("/_bench/release/{id}", self._release)
         self.app.router.add_get("/", self._versions)
         self.app.router.add_get("/versions", self._versions)
         self.app.router.add_get("/v2/schemas/{name}", self._schema)
@@ -44,12 +50,20 @@ class SyntheticGlance:
         self.app.router.add_get("/v2/images/{id}/file", self._data)
 
     async def _create(self, request: web.Request) -> web.Response:
-        size = int((await request.json())["size"])
+        asked = await request.json()
+        size = int(asked["size"])
         if size not in self.digests:
             raise web.HTTPBadRequest(text=f"no content of {size} bytes was generated")
         image_id = str(uuid.uuid4())
         self.images[image_id] = self.digests[size]
+        if "hold_at" in asked:
+            self.holds[image_id] = (int(asked["hold_at"]), asyncio.Event())
         return web.json_response({"id": image_id})
+
+    async def _release(self, request: web.Request) -> web.Response:
+        _, release = self.holds[request.match_info["id"]]
+        release.set()
+        return web.Response(status=204)
 
     async def _versions(self, request: web.Request) -> web.Response:
         """What clients (and `edgecache warm`) read before anything else."""
@@ -64,6 +78,9 @@ class SyntheticGlance:
 
     async def _checks(self, request: web.Request) -> web.Response:
         return web.json_response(dict(self.download_checks))
+
+    async def _bytes(self, request: web.Request) -> web.Response:
+        return web.json_response(dict(self.data_bytes))
 
     def _image(self, request: web.Request) -> tuple[str, Digests]:
         if not request.headers.get("X-Auth-Token"):
@@ -101,11 +118,25 @@ class SyntheticGlance:
         await response.prepare(request)  # a StreamResponse sends its headers right here
         if request.method == "GET" and request.transport is not None:
             with self.content.open("rb") as source:
-                await asyncio.get_running_loop().sendfile(
-                    request.transport, source, start, end - start
-                )
+                source.seek(start)
+                try:
+                    await self._send(request.transport, source, image_id, start, end)
+                finally:  # sendfile leaves the file where it stopped, failed or not
+                    self.data_bytes[image_id] += source.tell() - start
         await response.write_eof()
         return response
+
+    async def _send(
+        self, transport: asyncio.Transport, source: BinaryIO, image_id: str, start: int, end: int
+    ) -> None:
+        """Bytes [start, end) of the content, pausing at the image's hold until released."""
+        loop = asyncio.get_running_loop()
+        hold, release = self.holds.get(image_id, (end, None))
+        if release is not None and start < hold < end:
+            await loop.sendfile(transport, source, start, hold - start)
+            await release.wait()
+            start = hold
+        await loop.sendfile(transport, source, start, end - start)
 
 
 def _record(image_id: str, digests: Digests) -> dict[str, Any]:

@@ -55,6 +55,15 @@ async def status(request: web.Request) -> web.Response:
             "hit_ratio": _hit_ratio(request.app[METRICS]),
             "fills": _fills(request),
             "jobs": [asdict(job) for job in request.app[PREFETCHER].progress()],
+            "kept_partials": [
+                {
+                    "image_id": partial.image_id,
+                    "kept": partial.length,
+                    "size": partial.record.size,
+                    "until": partial.since + cache.partials.keep_for,
+                }
+                for partial in cache.kept_partials()
+            ],
         }
     )
 

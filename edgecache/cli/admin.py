@@ -4,12 +4,13 @@ the running daemon over its admin socket."""
 from __future__ import annotations
 
 import argparse
+import time
 from typing import Any
 
 from edgecache.admin_client import AdminClient
 from edgecache.cli.exits import EXIT_FAILED
 from edgecache.config import Settings
-from edgecache.console import human_age, human_size, table
+from edgecache.console import human_age, human_duration, human_size, table
 
 
 async def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -52,6 +53,7 @@ def _print_status(status: dict[str, Any]) -> None:
         ("hit ratio", "no image requests yet" if ratio is None else f"{100 * ratio:.1f}%"),
         ("active fills", str(len(status["fills"])) if status["fills"] else "none"),
         ("prefetch jobs", str(len(status["jobs"])) if status["jobs"] else "none"),
+        ("kept partials", _kept_partials(status["kept_partials"])),
     ]
     print(table(None, lines))
     if status["fills"]:
@@ -62,6 +64,7 @@ def _print_status(status: dict[str, Any]) -> None:
         print()
         print(table(["FILLING", "PROGRESS"], rows))
     _print_jobs(status["jobs"])
+    _print_kept_partials(status["kept_partials"])
 
 
 def _print_jobs(jobs: list[dict[str, Any]]) -> None:
@@ -78,6 +81,29 @@ def _print_jobs(jobs: list[dict[str, Any]]) -> None:
     ]
     print()
     print(table(["JOB", "STATE", "PROGRESS"], rows))
+
+
+def _print_kept_partials(partials: list[dict[str, Any]]) -> None:
+    """Partial fills kept to be resumed by the next fill of their image."""
+    if not partials:
+        return
+    kept = [
+        (
+            p["image_id"],
+            f"{human_size(p['kept'])} / {human_size(p['size'])}",
+            human_duration(p["until"] - time.time()),
+        )
+        for p in partials
+    ]
+    print()
+    print(table(["KEPT PARTIAL", "KEPT", "RESUMABLE FOR"], kept))
+
+
+def _kept_partials(partials: list[dict[str, Any]]) -> str:
+    """How many partial fills are kept to be resumed, and their bytes (max_size counts them)."""
+    if not partials:
+        return "none"
+    return f"{len(partials)} ({human_size(sum(p['kept'] for p in partials))})"
 
 
 def _print_images(images: list[dict[str, Any]]) -> None:

@@ -78,3 +78,15 @@ class CacheSettings:
     prefetch_parallel: int = CACHE.setting(Count(), 2)
     """How many queued images (glance cache-queue, edgecache warm) are fetched at the same
     time."""
+
+    # --- issue 22: partial fills survive a restart (branch resume-fills) --------------------
+    keep_partials: float = CACHE.setting(Seconds(zero_allowed=True), 24 * 3600.0)
+    """A fill still running when the daemon stops (shutdown, kill -9, a power cut) leaves its
+    partial file, and a fill of the same image within this many seconds resumes it: the kept
+    bytes are read back and hashed again, the rest is asked for with Range, and the whole image
+    is verified against Glance's checksums as in any fill. A partial whose image changed at the
+    region, that is damaged, or older than this is discarded (0: none is kept). Kept partials
+    count toward max_size and are removed after quarantined copies and before any stored copy
+    when room is needed. `edgecache status` lists them; gauges edgecache_kept_partials and
+    edgecache_kept_partial_bytes."""
+    # --- end of issue 22 ---------------------------------------------------------------------
