@@ -3,9 +3,10 @@
 `python -m benchmarks zone [...]` runs the zone scenario instead (benchmarks/zone.py: three
 nodes behind HAProxy in shaped network namespaces; needs root). `python -m benchmarks
 rechecks [...]` measures what keeping cached images' records young costs Glance
-(benchmarks/rechecks.py). `python -m benchmarks wan [...]` puts one node behind a shaped,
-delayed uplink and measures boots against a warm, the uplink budget and a fill killed midway
-(benchmarks/wan.py; needs root).
+(benchmarks/rechecks.py). `python -m benchmarks resume [...]` measures a kill -9 in the middle
+of a cold fill, with and without kept partials (benchmarks/resume.py). `python -m benchmarks
+wan [...]` puts one node behind a shaped, delayed uplink and measures boots against a warm,
+the uplink budget and a fill killed midway (benchmarks/wan.py; needs root).
 
 Exit status: 0 when every contender returned the right bytes and every process kept running
 (speed is never judged here), 1 when something was broken, 2 for bad options, 130 on Ctrl-C.
@@ -30,7 +31,7 @@ from typing import Any
 
 import aiohttp
 
-from benchmarks import rechecks, wan, zone
+from benchmarks import rechecks, resume, wan, zone
 from benchmarks import stack as stack_module
 from benchmarks.clients import ClientFailed, ClientPool
 from benchmarks.profile import PySpy, hot_spots
@@ -53,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         return zone.main(arguments[1:])
     if arguments[:1] == ["rechecks"]:
         return rechecks.main(arguments[1:])
+    if arguments[:1] == ["resume"]:
+        return resume.main(arguments[1:])
     if arguments[:1] == ["wan"]:
         return wan.main(arguments[1:])
     try:

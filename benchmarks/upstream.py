@@ -4,10 +4,12 @@ Run as `python -m benchmarks.upstream --dir DIR --sizes N,M --ready-file FILE`. 
 the content, binds a free loopback port, and writes FILE (JSON: port, content path, digests)
 once it is serving. Any non-empty `X-Auth-Token` is accepted. Image ids are created on demand
 (`POST /_bench/images`), so each cold measurement can use an id no cache has seen, and every
-data GET is counted per image (`GET /_bench/data-gets`) so coalescing can be checked, with the
-range each asked for (`GET /_bench/data-ranges`: where a fill resumed). Glance's cache API
-lets any token queue an image (`PUT /v2/cache/{id}`), for prefetches through `glance
-cache-queue`.
+data GET is counted per image (`GET /_bench/data-gets`) so coalescing can be checked, as are
+the image bytes sent (`GET /_bench/data-bytes`) and the Range each data GET asked for (`GET
+/_bench/data-ranges`: where a fill resumed). An image created with `hold_at` stops its streams
+at that offset until `POST /_bench/release/{id}` (a fill that can be killed there). Glance's
+cache API lets any token queue an image (`PUT /v2/cache/{id}`), for prefetches through
+`glance cache-queue`.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import uuid
 from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from aiohttp import web
 
@@ -36,11 +38,15 @@ class SyntheticGlance:
         self.images: dict[str, Digests] = {}
         self.data_gets: Counter[str] = Counter()
         self.download_checks: Counter[str] = Counter()  # edgecache's one-byte GETs
+        self.data_bytes: Counter[str] = Counter()  # handed to the kernel, per image
+        self.holds: dict[str, tuple[int, asyncio.Event]] = {}  # image -> offset, its release
         self.data_ranges: dict[str, list[str]] = {}  # each data GET's Range ("" for none)
         self.app = web.Application()
         self.app.router.add_post("/_bench/images", self._create)
         self.app.router.add_get("/_bench/data-gets", self._counts)
         self.app.router.add_get("/_bench/download-checks", self._checks)
+        self.app.router.add_get("/_bench/data-bytes", self._bytes)
+        self.app.router.add_post("/_bench/release/{id}", self._release)
         self.app.router.add_get("/_bench/data-ranges", self._ranges)
         self.app.router.add_get("/", self._versions)
         self.app.router.add_get("/versions", self._versions)
@@ -50,12 +56,20 @@ class SyntheticGlance:
         self.app.router.add_put("/v2/cache/{id}", self._queue)
 
     async def _create(self, request: web.Request) -> web.Response:
-        size = int((await request.json())["size"])
+        asked = await request.json()
+        size = int(asked["size"])
         if size not in self.digests:
             raise web.HTTPBadRequest(text=f"no content of {size} bytes was generated")
         image_id = str(uuid.uuid4())
         self.images[image_id] = self.digests[size]
+        if "hold_at" in asked:
+            self.holds[image_id] = (int(asked["hold_at"]), asyncio.Event())
         return web.json_response({"id": image_id})
+
+    async def _release(self, request: web.Request) -> web.Response:
+        _, release = self.holds[request.match_info["id"]]
+        release.set()
+        return web.Response(status=204)
 
     async def _versions(self, request: web.Request) -> web.Response:
         """What clients (and `edgecache warm`) read before anything else."""
@@ -70,6 +84,9 @@ class SyntheticGlance:
 
     async def _checks(self, request: web.Request) -> web.Response:
         return web.json_response(dict(self.download_checks))
+
+    async def _bytes(self, request: web.Request) -> web.Response:
+        return web.json_response(dict(self.data_bytes))
 
     async def _ranges(self, request: web.Request) -> web.Response:
         return web.json_response(self.data_ranges)
@@ -116,11 +133,25 @@ class SyntheticGlance:
         await response.prepare(request)  # a StreamResponse sends its headers right here
         if request.method == "GET" and request.transport is not None:
             with self.content.open("rb") as source:
-                await asyncio.get_running_loop().sendfile(
-                    request.transport, source, start, end - start
-                )
+                source.seek(start)
+                try:
+                    await self._send(request.transport, source, image_id, start, end)
+                finally:  # sendfile leaves the file where it stopped, failed or not
+                    self.data_bytes[image_id] += source.tell() - start
         await response.write_eof()
         return response
+
+    async def _send(
+        self, transport: asyncio.Transport, source: BinaryIO, image_id: str, start: int, end: int
+    ) -> None:
+        """Bytes [start, end) of the content, pausing at the image's hold until released."""
+        loop = asyncio.get_running_loop()
+        hold, release = self.holds.get(image_id, (end, None))
+        if release is not None and start < hold < end:
+            await loop.sendfile(transport, source, start, hold - start)
+            await release.wait()
+            start = hold
+        await loop.sendfile(transport, source, start, end - start)
 
 
 def _record(image_id: str, digests: Digests) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""The command line's side of the admin socket (see edgecache.api.admin)."""
+"""The command line's side of the admin socket (see edgecache.api.operator)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 import aiohttp
 
-from edgecache.api.admin import PREFIX
+from edgecache.api.operator import PREFIX
 from edgecache.unixpath import usable_socket_path
 
 

@@ -9,8 +9,7 @@ from pathlib import Path
 from aiohttp import web
 
 from edgecache import documents
-from edgecache.api import admin, cache_admin
-from edgecache.api.admin import admin_socket_only
+from edgecache.api import glance_cache
 from edgecache.api.busy import BUSY_LOG, busy_log, refuse_when_busy
 from edgecache.api.data import image_file
 from edgecache.api.metadata import image_list, image_members, image_record, schema
@@ -25,6 +24,7 @@ from edgecache.appkeys import (
     DOWNLOADS,
     KEYSTONE_SESSION,
     METRICS,
+    PREFETCH_CLOCK,
     PREFETCHER,
     RECALL,
     REVALIDATOR,
@@ -48,7 +48,11 @@ from edgecache.config import Settings
 from edgecache.documents import DocumentStore
 from edgecache.metrics import Metrics
 from edgecache.observe import OWN_ERRORS_LOG, add_request_id, observe_requests, own_errors_log
-from edgecache.prefetch import Prefetcher
+from edgecache.prefetch import jobs
+from edgecache.prefetch.credentials import JobCredentials
+from edgecache.prefetch.jobs import JobStore
+from edgecache.prefetch.queue import Prefetcher
+from edgecache.prefetch.window import Clock, Window
 from edgecache.refusals import Unauthorized
 from edgecache.store.cache import ImageCache
 from edgecache.store.source import RegionSource, SourcePicker
@@ -63,11 +67,11 @@ IMAGE_ID = r"{image_id:[^/]+}"
 TOKEN_KEY_FILE = "token-hash.key"
 
 
-def create_app(settings: Settings) -> web.Application:
-    app = web.Application(
-        client_max_size=0, middlewares=[admin_socket_only, observe_requests, refuse_when_busy]
-    )
+def create_app(settings: Settings, clock: Clock | None = None) -> web.Application:
+    """`clock`: local time for [prefetch] window (tests drive one of their own)."""
+    app = web.Application(client_max_size=0, middlewares=[observe_requests, refuse_when_busy])
     app[SETTINGS] = settings
+    app[PREFETCH_CLOCK] = clock or Clock()
     app[METRICS] = Metrics()
     app[BUSY_LOG] = busy_log()
     app[OWN_ERRORS_LOG] = own_errors_log()
@@ -87,13 +91,12 @@ def create_app(settings: Settings) -> web.Application:
     router.add_get("/v2/schemas/{schema:.+}", schema, allow_head=False)
     router.add_route("GET", f"/v2/images/{IMAGE_ID}/file", image_file)
     router.add_route("HEAD", f"/v2/images/{IMAGE_ID}/file", image_file)
-    router.add_get("/v2/cache", cache_admin.cache_state, allow_head=False)
-    router.add_delete("/v2/cache", cache_admin.clear)
-    router.add_put("/v2/cache/{image_id}", cache_admin.queue_image)
-    router.add_delete("/v2/cache/{image_id}", cache_admin.delete_entry)
-    router.add_post("/v2/cache/prune", cache_admin.prune)
-    router.add_post("/v2/cache/clean", cache_admin.clean)
-    admin.add_routes(router)
+    router.add_get("/v2/cache", glance_cache.cache_state, allow_head=False)
+    router.add_delete("/v2/cache", glance_cache.clear)
+    router.add_put("/v2/cache/{image_id}", glance_cache.queue_image)
+    router.add_delete("/v2/cache/{image_id}", glance_cache.delete_entry)
+    router.add_post("/v2/cache/prune", glance_cache.prune)
+    router.add_post("/v2/cache/clean", glance_cache.clean)
     router.add_route("*", "/{tail:.*}", passthrough)
     return app
 
@@ -120,14 +123,14 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
     region = RegionSource(upstream)
     sources: SourcePicker = ZoneSources(app[SIBLINGS], region) if SIBLINGS in app else region
     try:
-        # The remembered documents and decisions live in the index's database, beside (not
-        # inside) the blob index: the store knows nothing of them.
+        # The remembered documents, decisions and prefetch jobs live in the index's database,
+        # beside (not inside) the blob index: the store knows nothing of them.
         cache = await ImageCache.open(
             settings,
             sources,
             app[METRICS],
             UplinkBudget(settings.max_rate, app[METRICS]),
-            beside=(documents.SCHEMA, decisions.SCHEMA),
+            beside=(documents.SCHEMA, decisions.SCHEMA, jobs.SCHEMA),
         )
         app[CACHE] = cache
         app[DOCUMENTS] = DocumentStore(cache.index.database)
@@ -214,8 +217,16 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
             document_ttl=settings.decision_ttl,
         )
         background.add(asyncio.create_task(upkeep.run_forever(), name="index-upkeep"))
-        app[PREFETCHER] = Prefetcher(cache, settings.prefetch_parallel)
-        app[PREFETCHER].start()
+        app[PREFETCHER] = Prefetcher(
+            cache=cache,
+            jobs=JobStore(cache.index.database),
+            credentials=JobCredentials(keystone),
+            upstream=upstream,
+            parallel=settings.prefetch_parallel,
+            window=Window(*settings.prefetch_window) if settings.prefetch_window else None,
+            clock=app[PREFETCH_CLOCK],
+        )
+        await app[PREFETCHER].start()
         try:
             yield
         finally:

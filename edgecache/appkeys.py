@@ -13,7 +13,8 @@ from edgecache.authorization.revalidate import Revalidator
 from edgecache.config import Settings
 from edgecache.documents import DocumentStore
 from edgecache.metrics import Metrics
-from edgecache.prefetch import Prefetcher
+from edgecache.prefetch.queue import Prefetcher
+from edgecache.prefetch.window import Clock
 from edgecache.refusals import Unauthorized
 from edgecache.store.cache import ImageCache
 from edgecache.transfer.source import Sources
@@ -36,6 +37,7 @@ REVALIDATOR = web.AppKey("revalidator", Revalidator)
 DOCUMENTS = web.AppKey("documents", DocumentStore)
 DECISIONS = web.AppKey("decisions", DecisionStore)
 PREFETCHER = web.AppKey("prefetcher", Prefetcher)
+PREFETCH_CLOCK = web.AppKey("prefetch_clock", Clock)  # when [prefetch] window is open
 SIBLINGS = web.AppKey("siblings", Siblings)  # only in a zone of several nodes ([zone] peers)
 KEYSTONE_SESSION = web.AppKey("keystone_session", aiohttp.ClientSession)
 ZONE_SIGNATURES = web.AppKey("zone_signatures", SignatureCheck)  # the zone's application only

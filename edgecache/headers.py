@@ -65,7 +65,7 @@ def forwardable(headers: Mapping[str, str]) -> CIMultiDict[str]:
     return out
 
 
-def identity(headers: Mapping[str, str]) -> dict[str, str]:
+def on_behalf_of(headers: Mapping[str, str]) -> dict[str, str]:
     """What requests on the caller's behalf carry: everything the caller sent (credentials,
     request id, Accept, User-Agent...) but hop-by-hop and request-specific headers.
 

@@ -210,6 +210,27 @@ class Metrics:
             ["reason"],  # room (for max_size), age (quarantine_keep), clean (on request)
             registry=r,
         )
+        self.kept_partials = Gauge(
+            "edgecache_kept_partials",
+            "Partial fills kept to be resumed (they count toward max_size)",
+            registry=r,
+        )
+        self.kept_partial_bytes = Gauge(
+            "edgecache_kept_partial_bytes", "Bytes of the partial fills kept", registry=r
+        )
+        self.kept_partials_discarded = Counter(
+            "edgecache_kept_partials_discarded",
+            "Partial fills kept by an earlier run and not resumed, or resumed and not verified",
+            # corrupt (no record, longer than the image), age (keep_partials), room (max_size),
+            # changed (at the region), verification (the whole image did not verify)
+            ["reason"],
+            registry=r,
+        )
+        self.resumed_bytes = Counter(
+            "edgecache_resumed_bytes",
+            "Bytes of kept partial fills that fills read back instead of fetching them again",
+            registry=r,
+        )
         # --- offline ---------------------------------------------------------------------
         self.uplink_up = Gauge(
             "edgecache_uplink_up", "1 while the regional Glance is reachable, else 0", registry=r

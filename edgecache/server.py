@@ -26,6 +26,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from edgecache.api.operator import create_operator_app
 from edgecache.app import create_app
 from edgecache.appkeys import METRICS
 from edgecache.config import ConfigError, Settings
@@ -68,14 +69,17 @@ async def run(settings: Settings) -> None:
         loop.add_signal_handler(signal.SIGHUP, _reload_certificates, reloadable)
     await runner.setup()
     zone_runner: web.AppRunner | None = None
+    operator_runner: web.AppRunner | None = None
     try:
         await web.TCPSite(
             runner, settings.listen_host, settings.listen_port, ssl_context=ssl_context
         ).start()
+        operator_runner = make_runner(create_operator_app(app), settings)
+        await operator_runner.setup()
         admin_socket = settings.admin_socket
         _remove_stale_socket(admin_socket)
         with usable_socket_path(admin_socket) as bindable:
-            await web.UnixSite(runner, bindable).start()
+            await web.UnixSite(operator_runner, bindable).start()
         os.chmod(admin_socket, 0o660)
         if settings.zone_listen is not None:
             zone_runner = make_runner(create_zone_app(app), settings)
@@ -102,6 +106,8 @@ async def run(settings: Settings) -> None:
     finally:
         for site in list(runner.sites):  # no new client connections while siblings finish
             await site.stop()
+        if operator_runner is not None:
+            await operator_runner.cleanup()
         if zone_runner is not None:
             await zone_runner.cleanup()
         await runner.cleanup()

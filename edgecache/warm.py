@@ -4,6 +4,11 @@ It goes through the daemon's own data path with the caller's token, so Glance de
 may be warmed and the daemon does the fetching, verifying and storing (one process owns the
 cache). An image the daemon already has answers with `X-Edgecache-Source: cache`: the transfer
 is dropped at once instead of re-read.
+
+With `--queue` (or `--wait`) the images are first handed to the daemon's prefetch queue, as
+`glance cache-queue` does (Glance's `cache_image` policy decides), so the daemon fetches them
+whether or not this command is still running, across its own restarts and in its `[prefetch]
+window`; `--wait` then follows each through the data path, which joins the daemon's fill.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ class Target:
 @dataclass
 class Outcome:
     target: Target
-    result: str = "pending"  # cached, already cached, failed
+    result: str = "pending"  # cached, already cached, queued, failed
     detail: str = ""
     received: int = 0
     started: float = field(default_factory=time.monotonic)
@@ -129,6 +134,28 @@ class Warmer:
             for target in await self._listing(f"tag={quote(tag)}"):
                 targets.setdefault(target.id, target)
         return list(targets.values())
+
+    async def queue(self, targets: Sequence[Target]) -> list[Outcome]:
+        """Hand each image to the daemon's prefetch queue (`PUT /v2/cache/{id}`)."""
+        await self._boot_documents()
+        outcomes = []
+        for target in targets:
+            outcome = Outcome(target)
+            url = f"{self._endpoint}/v2/cache/{target.id}"
+            try:
+                async with self._session.put(url, headers=self._headers) as response:
+                    if response.status == 202:
+                        outcome.result = "queued"
+                    else:
+                        outcome.result = "failed"
+                        outcome.detail = (
+                            f"HTTP {response.status}: {_message(await response.text())}"
+                        )
+            except aiohttp.ClientConnectionError as exc:
+                raise WarmError(f"cannot reach edgecache at {self._endpoint}: {exc}") from exc
+            outcome.finished = time.monotonic()
+            outcomes.append(outcome)
+        return outcomes
 
     async def warm(
         self, targets: Sequence[Target], parallel: int, progress: Progress

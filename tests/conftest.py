@@ -185,3 +185,31 @@ def start_daemon(
 ) -> Callable[[], Awaitable[Daemon]]:
     """Start `edgecache serve` in front of the fake Glance, on the test's cache dir."""
     return lambda: spawn_edgecache(glance_url, cache_dir)
+
+
+async def start_edgecache(upstream: str, cache_dir: Path, **settings: object) -> TestServer:
+    values: dict[str, object] = {
+        "upstream": upstream,
+        "cache_dir": cache_dir,
+        "chunk_size": 256 * 1024,
+        "max_size": 64 * 2**20,
+    }
+    values.update(settings)
+    server = TestServer(create_app(Settings(**values)), host="127.0.0.1")  # type: ignore[arg-type]
+    await server.start_server()
+    return server
+
+
+async def edgecache_cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "edgecache",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env={**os.environ, "EDGECACHE_CONFIG": "", "OS_AUTH_TOKEN": "", **(env or {})},
+    )
+    output, _ = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, output.decode()

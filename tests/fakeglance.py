@@ -55,6 +55,12 @@ class FakeImage:
         if self.hash_value is None:
             self.hash_value = hashlib.new(self.hash_algo, self.data).hexdigest()
 
+    def change_data(self, data: bytes) -> None:
+        """New bytes under the same id, with their own checksums (as if re-uploaded)."""
+        self.data = data
+        self.checksum = hashlib.md5(data, usedforsecurity=False).hexdigest()
+        self.hash_value = hashlib.new(self.hash_algo, data).hexdigest()
+
     def record(self) -> dict[str, Any]:
         return {
             "id": self.id,
@@ -92,6 +98,7 @@ class FakeGlance:
         self.images: dict[str, FakeImage] = {}
         self.tokens: dict[str, str] = {ADMIN_TOKEN: "admin-project"}
         self.data_requests: Counter[str] = Counter()
+        self.bytes_sent: Counter[str] = Counter()  # image bytes written to callers, per image
         self.download_checks: Counter[str] = Counter()  # one-byte GETs: bytes=0-0
         self.readers: set[str] = set()  # tokens with only the reader role: see, not download
         self.users: dict[str, str] = {}  # token -> user id (default: one user per project)
@@ -156,6 +163,16 @@ class FakeGlance:
         if token in self.readers:
             self.readers.add(renewed)
         return renewed
+
+    def ranges_asked(self, image_id: str) -> list[str | None]:
+        """The Range header of each data request for the image, in order (None: the whole
+        image); the one-byte download checks are left out."""
+        return [
+            headers.get("Range")
+            for method, path, headers in self.requests
+            if method == "GET" and path == f"/v2/images/{image_id}/file"
+            if not is_download_check(headers)
+        ]
 
     def user_of(self, token: str) -> str:
         return self.users.get(token, f"user-{self.tokens[token]}")
@@ -348,6 +365,7 @@ class FakeGlance:
             return _error(403, "You are not authorized to complete download_image action")
         if is_download_check(dict(request.headers)):
             self.download_checks[image.id] += 1
+            self.bytes_sent[image.id] += 1
             return web.Response(
                 status=206,
                 body=image.data[:1],
@@ -382,6 +400,7 @@ class FakeGlance:
         while position < end:
             stop = min(end, position + 65536)
             if faults.hold_at is not None and position <= faults.hold_at < stop:
+                self.bytes_sent[image.id] += faults.hold_at - position
                 await response.write(image.data[position : faults.hold_at])
                 position = faults.hold_at
                 faults.reached_hold.set()
@@ -389,10 +408,12 @@ class FakeGlance:
                 faults.hold_at = None
                 continue
             if cut is not None and position <= cut < stop:
+                self.bytes_sent[image.id] += cut - position
                 await response.write(image.data[position:cut])
                 assert request.transport is not None
                 request.transport.close()
                 return response
+            self.bytes_sent[image.id] += stop - position
             await response.write(image.data[position:stop])
             position = stop
         await response.write_eof()

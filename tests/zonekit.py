@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import re
+import shutil
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import aiohttp
 from yarl import URL
 
 from edgecache.zone.protocol import ASKER_HEADER
 from edgecache.zone.signing import sign
-from tests.conftest import free_port
+from tests.conftest import SpawnEdgecache, UpstreamServer, free_port
 from tests.fakeglance import FakeImage
 
 ZONE_SECRET = "a-secret-of-this-test-zone"
@@ -116,3 +120,71 @@ async def raw_request(
         session.request(method, URL(url + target, encoded=True), headers=headers) as response,
     ):
         return response.status, await response.read()
+
+
+SHIPPED_CONFIG = Path(__file__).parents[1] / "config" / "haproxy.cfg"
+HAPROXY_DENIED = b"Request forbidden by administrative rules."
+
+
+@dataclass
+class Zone:
+    url: str
+    nodes: dict[str, tuple[asyncio.subprocess.Process, str]]  # server name -> (process, url)
+    zone_urls: dict[str, str]  # server name -> its sibling endpoint's URL ([zone] listen)
+
+
+def zone_config(frontend_port: int, nodes: dict[str, str]) -> str:
+    """The shipped file with this test's addresses in place of the example ones."""
+    text = SHIPPED_CONFIG.read_text()
+    text = re.sub(r"bind 127\.0\.0\.1:\d+", f"bind 127.0.0.1:{frontend_port}", text)
+    for name, url in nodes.items():
+        address = url.removeprefix("http://")
+        text = re.sub(rf"server {name} \S+", f"server {name} {address}", text)
+    return text
+
+
+@asynccontextmanager
+async def running_zone(
+    upstream_server: UpstreamServer, spawn_edgecache: SpawnEdgecache, tmp_path: Path
+) -> AsyncIterator[Zone]:
+    """Three edgecache nodes behind HAProxy with config/haproxy.cfg as shipped."""
+    haproxy = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin")
+    assert haproxy, "HAProxy is not installed: apt-get install haproxy (scripts/test.sh does)"
+    ports = {name: NodePorts() for name in ("node1", "node2", "node3")}
+    peers = [node.zone_url for node in ports.values()]
+    nodes = {}
+    for name, node in ports.items():
+        config = tmp_path / f"{name}.toml"
+        config.write_text(node_config(node, peers))
+        nodes[name] = await spawn_edgecache(
+            upstream_server.url, tmp_path / name, "--config", str(config), port=node.client
+        )
+    port = free_port()
+    config = tmp_path / "haproxy.cfg"
+    config.write_text(zone_config(port, {name: url for name, (_, url) in nodes.items()}))
+    check = await asyncio.create_subprocess_exec(haproxy, "-c", "-f", str(config))
+    assert await check.wait() == 0, "config/haproxy.cfg does not pass haproxy -c"
+    process = await asyncio.create_subprocess_exec(
+        haproxy, "-db", "-f", str(config), stdout=asyncio.subprocess.DEVNULL
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        await wait_for_all_servers_up(url, len(nodes))
+        yield Zone(url, nodes, {name: node.zone_url for name, node in ports.items()})
+    finally:
+        process.terminate()
+        await process.wait()
+
+
+async def wait_for_all_servers_up(url: str, count: int) -> None:
+    """HAProxy answers as soon as it binds; its health checks need a moment to pass."""
+    async with aiohttp.ClientSession() as session:
+        for _ in range(400):
+            try:
+                async with session.get(f"{url}/healthz") as resp:
+                    if resp.status == 200:
+                        return
+            except aiohttp.ClientConnectionError:
+                pass
+            await asyncio.sleep(0.05)  # polling another process's readiness
+    raise TimeoutError("HAProxy never routed to an edgecache node")

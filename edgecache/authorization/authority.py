@@ -32,7 +32,7 @@ from edgecache.authorization.decisions import DecisionStore, TokenRow
 from edgecache.authorization.identity import Caller, Identity, TokenHasher, token_identity
 from edgecache.authorization.keystone import Keystone, TokenRejected
 from edgecache.documents import SHARED_SCOPE, Document, DocumentStore
-from edgecache.headers import AUTH_TOKEN, identity
+from edgecache.headers import AUTH_TOKEN, on_behalf_of
 from edgecache.lru import LruDict
 from edgecache.singleflight import SingleFlight
 
@@ -95,7 +95,7 @@ class Authority:
         self._rejected: LruDict[str, None] = LruDict(RECENT_CAPACITY)
 
     def caller(self, headers: Mapping[str, str]) -> Caller:
-        forwarded = identity(headers)
+        forwarded = on_behalf_of(headers)
         token = forwarded.get(AUTH_TOKEN)
         return Caller(forwarded, self._hasher.hash(token) if token else None)
 

@@ -29,6 +29,13 @@ or removes a file in `blobs/` or a blob row (hit counts and pins are updated in 
 4. **A crash between two steps** leaves a file without a row, or a partial file (and a power
    cut that loses the newest index writes, which WAL with synchronous=NORMAL allows, can leave
    a row whose file was removed). Start-up (`Transitions.recover`, before anything is served)
-   mends all three: it deletes partial files, rows whose file is missing or has the wrong size,
-   and files without a row.
+   mends the first and the last: it deletes rows whose file is missing or has the wrong size,
+   and files without a row. So start-up finds either a whole verified copy or nothing.
+
+Partial files are not copies. One that an earlier run left (a shutdown, a kill, a reboot) may
+be kept to be resumed, never served: `partials.KeptPartials.load` (at start-up, before
+anything is served) keeps those with a readable record of their image, no longer than it and
+younger than `[cache] keep_partials`, and deletes everything else in incoming/. A fill of the
+image takes it, hashes its bytes again and verifies the whole image like any fill before
+committing it as above; one that fails verification is discarded.
 """

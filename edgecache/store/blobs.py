@@ -1,6 +1,8 @@
 """On-disk layout of image copies and the operations that keep it consistent.
 
-    <cache_dir>/incoming/<id>.part   a fill in progress (never served after a restart)
+    <cache_dir>/incoming/<id>.part   a fill in progress, or one an earlier run left to be
+                                     resumed (never served: edgecache.store.partials)
+    <cache_dir>/incoming/<id>.json   what that partial is (edgecache.store.sidecar)
     <cache_dir>/blobs/<id>           a verified copy, named in the index
     <cache_dir>/quarantine/<id>.<t>  a copy whose chunk hashes stopped matching at Unix
                                      time t (kept for a while: edgecache.store.quarantine)
@@ -12,7 +14,6 @@ Only the steps live here; their order, and who may take them when, is the rule i
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -20,8 +21,6 @@ from pathlib import Path
 
 from edgecache.store.digests import CHUNK_DIGEST_SIZE, file_chunk_digest
 from edgecache.store.index import BlobEntry
-
-log = logging.getLogger(__name__)
 
 
 class BlobCorrupt(Exception):
@@ -48,12 +47,6 @@ class BlobStore:
         for directory in (self.blobs_dir, self.incoming_dir, self.quarantine_dir):
             directory.mkdir(parents=True, exist_ok=True)
 
-    def drop_partials(self) -> None:
-        """Drop the partial fills a previous process left (never served after a restart)."""
-        for stale in self.incoming_dir.iterdir():
-            log.info("discarding unfinished fill %s from a previous run", stale.name)
-            stale.unlink(missing_ok=True)
-
     def stored_size(self, image_id: str) -> int | None:
         """The size of an image's stored file, None if there is none."""
         try:
@@ -70,6 +63,9 @@ class BlobStore:
     def partial_path(self, image_id: str) -> Path:
         return self.incoming_dir / f"{image_id}.part"
 
+    def sidecar_path(self, image_id: str) -> Path:
+        return self.incoming_dir / f"{image_id}.json"
+
     @staticmethod
     def make_durable(fd: int) -> None:
         os.fsync(fd)
@@ -78,12 +74,16 @@ class BlobStore:
         """Rename a finished partial file to its image's copy, durably (blocking)."""
         os.replace(self.partial_path(image_id), self.blob_path(image_id))
         _fsync_dir(self.blobs_dir)
+        self.sidecar_path(image_id).unlink(missing_ok=True)  # left by a crash: start-up drops it
 
     def delete(self, image_id: str) -> None:
         self.blob_path(image_id).unlink(missing_ok=True)
 
     def delete_partial(self, image_id: str) -> None:
+        """Delete a partial file and its record (the record last: a partial without one is
+        never resumed)."""
         self.partial_path(image_id).unlink(missing_ok=True)
+        self.sidecar_path(image_id).unlink(missing_ok=True)
 
     @contextlib.contextmanager
     def reading(self, image_id: str) -> Iterator[None]:

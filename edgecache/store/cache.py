@@ -23,6 +23,7 @@ from edgecache.store.evict import Evictor
 from edgecache.store.fill import Fill, FillManager
 from edgecache.store.fillmemory import FillMemory
 from edgecache.store.index import BlobEntry, Index
+from edgecache.store.partials import KeptPartial, KeptPartials
 from edgecache.store.priority import FillPriority
 from edgecache.store.quarantine import Quarantine
 from edgecache.store.recent import RecentlyVerified
@@ -69,6 +70,7 @@ class ImageCache:
         recent: RecentlyVerified,
         transitions: Transitions,
         quarantine: Quarantine,
+        partials: KeptPartials,
     ) -> None:
         """`executors`: the first for reads and housekeeping; all are shut down at close."""
         self.settings = settings
@@ -76,6 +78,7 @@ class ImageCache:
         self.index = index
         self.transitions = transitions
         self.quarantine = quarantine
+        self.partials = partials
         self.evictor = evictor
         self.fills = fills
         self.priority = priority
@@ -83,8 +86,9 @@ class ImageCache:
         self._executor = executors[0]
         self._executors = executors
         self._recent = recent
-        self._cleaner = asyncio.create_task(
-            quarantine.clean_periodically(), name="quarantine-cleaner"
+        self._cleaners = (
+            asyncio.create_task(quarantine.clean_periodically(), name="quarantine-cleaner"),
+            asyncio.create_task(partials.clean_periodically(), name="partials-cleaner"),
         )
 
     @classmethod
@@ -118,12 +122,21 @@ class ImageCache:
             store=store, index=index, quarantine=quarantine, executor=store_executor
         )
         await transitions.recover()
+        partials = KeptPartials(
+            store,
+            keep=settings.keep_partials,
+            discard=transitions.discard_partial,
+            metrics=metrics,
+            executor=executor,
+        )
+        await partials.load()
         recent = RecentlyVerified(settings.reverify_after)
         evictor = Evictor(
             max_size=settings.max_size,
             index=index,
             store=store,
             quarantine=quarantine,
+            partials=partials,
             transitions=transitions,
             metrics=metrics,
         )
@@ -141,6 +154,7 @@ class ImageCache:
             stall_timeout=settings.stall_timeout,
             verify_md5=settings.verify_md5,
             recent=recent,
+            partials=partials,
         )
         return cls(
             settings=settings,
@@ -154,11 +168,13 @@ class ImageCache:
             recent=recent,
             transitions=transitions,
             quarantine=quarantine,
+            partials=partials,
         )
 
     async def close(self) -> None:
-        self._cleaner.cancel()
-        await asyncio.gather(self._cleaner, return_exceptions=True)
+        for cleaner in self._cleaners:
+            cleaner.cancel()
+        await asyncio.gather(*self._cleaners, return_exceptions=True)
         await self.fills.close()
         await self.evictor.settle()
         await self.transitions.settle()
@@ -300,3 +316,8 @@ class ImageCache:
 
     def filling(self, image_id: str) -> Fill | None:
         return self.fills.current(image_id)
+
+    def kept_partials(self) -> list[KeptPartial]:
+        """The partial fills kept to be resumed, oldest first: `fill` of one of their images
+        resumes it, until `partials.keep_for` seconds after its `since`."""
+        return self.partials.listing()

@@ -1,7 +1,8 @@
 """Size-capped LRU eviction; space for a fill is reserved before it starts.
 
-Quarantined copies (corrupt ones kept aside, edgecache.store.quarantine) count toward
-max_size too, and are the first to go when room is needed.
+Quarantined copies (corrupt ones kept aside, edgecache.store.quarantine) and partial fills
+kept to be resumed (edgecache.store.partials) count toward max_size too, and go first when room
+is needed, in that order, before any stored copy.
 
 Blobs being read are skipped (the blob store counts readers) and fills are not in the index
 until committed, so neither can be evicted. Copies are removed through `Transitions`, like
@@ -29,6 +30,7 @@ from typing import Any
 from edgecache.metrics import Metrics
 from edgecache.store.blobs import BlobStore
 from edgecache.store.index import Index
+from edgecache.store.partials import KeptPartials
 from edgecache.store.quarantine import Quarantine
 from edgecache.store.transitions import Transitions
 
@@ -45,6 +47,7 @@ class Evictor:
         index: Index,
         store: BlobStore,
         quarantine: Quarantine,
+        partials: KeptPartials,
         transitions: Transitions,
         metrics: Metrics,
     ) -> None:
@@ -52,6 +55,7 @@ class Evictor:
         self._index = index
         self._store = store
         self._quarantine = quarantine
+        self._partials = partials
         self._transitions = transitions
         self._metrics = metrics
         self._reserved: dict[str, int] = {}
@@ -86,8 +90,8 @@ class Evictor:
         self._reserved.pop(image_id, None)
 
     async def prune(self) -> tuple[int, int]:
-        """Remove quarantined files, then evict least recently used copies, until the cache
-        is within max_size; (files, bytes) removed."""
+        """Remove quarantined files, then kept partials, then evict least recently used
+        copies, until the cache is within max_size; (files, bytes) removed."""
         async with self._lock:
             excess = await self._excess()
             if excess <= 0:
@@ -95,9 +99,10 @@ class Evictor:
             return await self._evict(excess)
 
     async def _excess(self) -> int:
-        """Bytes stored (copies and quarantine) and reserved beyond max_size, not counting
-        copies being evicted."""
-        held = await self._index.total_size() + sum(self._reserved.values()) + self._quarantine.size
+        """Bytes stored (copies, quarantine, kept partials) and reserved beyond max_size, not
+        counting copies being evicted."""
+        stored = await self._index.total_size() + self._quarantine.size + self._partials.size
+        held = stored + sum(self._reserved.values())
         return held - self.max_size - await self._still_indexed_freeing()
 
     def _reader_left(self, image_id: str) -> None:
@@ -127,18 +132,19 @@ class Evictor:
             await asyncio.gather(*self._evicting, return_exceptions=True)
 
     async def _start_evicting(self, wanted: int, *, partial: bool = False) -> bool:
-        """Remove quarantined files, then start removing unread copies, least recently used
-        first, that free `wanted` bytes together; False if all of them would not be enough,
-        and then nothing is removed unless `partial`."""
+        """Remove quarantined files and kept partials, then start removing unread copies,
+        least recently used first, that free `wanted` bytes together; False if all of them
+        would not be enough, and then nothing is removed unless `partial`."""
         candidates = []
         for image_id, _ in await self._index.eviction_order():
             entry = await self._index.get(image_id)
             if entry is not None and self._evictable(image_id):
                 candidates.append(entry)
         evictable = sum(entry.size for entry in candidates)
-        if self._quarantine.size + evictable < wanted and not partial:
+        if self._quarantine.size + self._partials.size + evictable < wanted and not partial:
             return False
         wanted -= (await self._quarantine.make_room(wanted)).size
+        wanted -= (await self._partials.make_room(wanted))[1]
         enough = evictable >= wanted
         freed = 0
         for entry in candidates:
@@ -196,8 +202,8 @@ class Evictor:
             return dropped is not None
 
     async def _evict(self, wanted: int) -> tuple[int, int]:
-        """Remove quarantined files, then drop unread copies, least recently used first,
-        until `wanted` bytes are freed."""
+        """Remove quarantined files and kept partials, then drop unread copies, least
+        recently used first, until `wanted` bytes are freed."""
         candidates = [
             (image_id, size)
             for image_id, size in await self._index.eviction_order()
@@ -205,6 +211,8 @@ class Evictor:
         ]
         quarantined = await self._quarantine.make_room(wanted)
         files, freed = quarantined.files, quarantined.size
+        partials, partial_bytes = await self._partials.make_room(wanted - freed)
+        files, freed = files + partials, freed + partial_bytes
         for image_id, size in candidates:
             if freed >= wanted:
                 break

@@ -33,14 +33,18 @@ from edgecache.images import ImageRecord
 from edgecache.metrics import Metrics
 from edgecache.ranges import ByteRange
 from edgecache.singleflight import SingleFlight
+from edgecache.store import resume, sidecar
 from edgecache.store.blobs import BlobStore
+from edgecache.store.checkpoints import Checkpoints
 from edgecache.store.digests import CHUNK_DIGEST_SIZE, ChunkHasher, ImageDigest
 from edgecache.store.evict import Evictor
 from edgecache.store.fillmemory import FillMemory
 from edgecache.store.index import BlobEntry
 from edgecache.store.lanes import Lanes, LaneStopped
+from edgecache.store.partials import KeptPartial, KeptPartials
 from edgecache.store.priority import FillPriority
 from edgecache.store.recent import RecentlyVerified
+from edgecache.store.sidecar import PartialRecord
 from edgecache.store.source import REGION, ByteSource, SourceLost, SourcePicker
 from edgecache.store.transitions import Transitions
 from edgecache.upstream.client import TRANSIENT_ERRORS
@@ -93,7 +97,10 @@ class Fill:
         chunk_size: int,
         executor: Executor,
         with_md5: bool,
+        checkpoints: Checkpoints | None,
     ) -> None:
+        """`checkpoints`: make the partial file durable as it grows (None: it is not kept
+        when the daemon stops)."""
         self.image = image
         self.size = size
         self.written = 0
@@ -111,6 +118,7 @@ class Fill:
         self._updaters = self._digest.updaters()
         self._submitted = 0  # bytes handed to the lanes
         self._lanes = Lanes(executor, 1 + len(self._updaters))
+        self.checkpoints = checkpoints
 
     def open_reader(self) -> IO[bytes]:
         """A private read handle on the partial file; it stays valid after commit or discard."""
@@ -146,7 +154,8 @@ class Fill:
         self._source_chosen.set()
 
     async def wait_source_chosen(self) -> None:
-        """Until the fill knows its depth (or has failed)."""
+        """Until the fill knows its depth, or has ended (one that resumed a kept partial of
+        the whole image never chose a source)."""
         await self._source_chosen.wait()
 
     async def wait_verified(self) -> None:
@@ -159,12 +168,27 @@ class Fill:
         size, offset = sum(len(piece) for piece in batch), self._submitted
         self._submitted += size
         write = self._lanes.submit(0, functools.partial(self._write_and_chunk, batch, offset))
-        write.add_done_callback(lambda step: self._written(step, size))
+        return write, self._hash_alongside(write, batch, size)
+
+    def rehash(self, piece: bytes) -> asyncio.Future[list[None]]:
+        """Hash bytes read back from the partial file at the current end (the kept beginning
+        of an image) as if they had just been received; they count as written once the chunk
+        lane has them. The future: every lane has processed them."""
+        self._submitted += len(piece)
+        chunks = self._lanes.submit(0, functools.partial(self._chunks.update, piece))
+        return self._hash_alongside(chunks, [piece], len(piece))
+
+    def _hash_alongside(
+        self, first: asyncio.Future[None], batch: list[bytes], size: int
+    ) -> asyncio.Future[list[None]]:
+        """Once `first` (the file's lane: written and chunk-hashed) is done the batch counts as
+        written; meanwhile Glance's digests take it in their own lanes."""
+        first.add_done_callback(lambda step: self._written(step, size))
         hashing = [
             self._lanes.submit(lane, functools.partial(_update_with, update, batch))
             for lane, update in enumerate(self._updaters, start=1)
         ]
-        return write, asyncio.gather(write, *hashing)
+        return asyncio.gather(first, *hashing)
 
     def busy(self) -> bool:
         """Whether bytes handed over are still being written."""
@@ -185,6 +209,8 @@ class Fill:
     def advance(self, count: int) -> None:
         self.written += count
         self.last_progress = time.monotonic()
+        if self.checkpoints is not None:
+            self.checkpoints.reached(self.written)
         self._notify()
 
     def mismatch(self) -> str | None:
@@ -197,6 +223,7 @@ class Fill:
 
     def succeed(self) -> None:
         self.verified = True
+        self._source_chosen.set()
         self._notify()
 
     def fail(self, error: BaseException) -> None:
@@ -204,11 +231,17 @@ class Fill:
         self._source_chosen.set()
         self._notify()
 
+    async def settle(self) -> None:
+        """Wait until no worker thread writes, hashes or flushes the partial file any more."""
+        await self._lanes.settle()
+        if self.checkpoints is not None:
+            await self.checkpoints.settle()
+
     async def close(self) -> None:
         """Close the partial file once no worker thread can still be writing to it. Cancelled
         meanwhile, the descriptor is left open rather than risk a late write landing in a
         file that reuses its number."""
-        await self._lanes.settle()
+        await self.settle()
         os.close(self._fd)
 
     @property
@@ -238,9 +271,13 @@ class FillManager:
         stall_timeout: float,
         verify_md5: bool,
         recent: RecentlyVerified,
+        partials: KeptPartials,
     ) -> None:
+        """`partials`: the partials kept by earlier runs (a fill of their image resumes them);
+        while its keep_partials is 0, none is kept and fills leave none behind."""
         self._store = store
         self._transitions = transitions
+        self._partials = partials
         self._sources = sources
         self._evictor = evictor
         self._metrics = metrics
@@ -274,39 +311,89 @@ class FillManager:
 
     async def _start(self, image: ImageRecord, identity: Mapping[str, str]) -> None:
         assert image.size is not None
+        kept = self._partials.take(image.id)
+        if kept is not None and not kept.record.describes(image):
+            log.info(
+                "Image %s changed at the region since its partial fill was kept (%d bytes): "
+                "they are discarded, and its fill starts from byte 0.",
+                image.id,
+                kept.length,
+            )
+            self._partials.count_discarded("changed")
+            await self._transitions.discard_partial(image.id)
+            kept = None
         if not await self._evictor.reserve(image.id, image.size):
+            if kept is not None:
+                self._partials.give_back(kept)
             return
-        path = self._store.partial_path(image.id)
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o640)
+            fd, record = await self._transitions.open_partial(
+                image.id, functools.partial(self._open_partial, image, kept)
+            )
         except OSError as exc:  # out of descriptors, a read-only disk: pass it through
             log.warning("cannot start a fill of %s: %s", image.id, exc)
             self._evictor.release(image.id)
-            path.unlink(missing_ok=True)
+            await self._transitions.discard_partial(image.id)  # a kept partial too
             return
-        fill = Fill(image, image.size, fd, self._chunk_size, self._executor, self._verify_md5)
+        checkpoints = (
+            Checkpoints(fd, self._store.sidecar_path(image.id), record, self._executor)
+            if record is not None
+            else None
+        )
+        fill = Fill(
+            image, image.size, fd, self._chunk_size, self._executor, self._verify_md5, checkpoints
+        )
         self._fills[image.id] = fill
-        task = asyncio.create_task(self._run(fill, dict(identity)), name=f"fill-{image.id}")
+        resume_at = kept.length if kept is not None else 0
+        task = asyncio.create_task(
+            self._run(fill, dict(identity), resume_at), name=f"fill-{image.id}"
+        )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         self._metrics.fills_started.inc()
         self._metrics.fills_in_progress.inc()
+
+    def _open_partial(
+        self, image: ImageRecord, kept: KeptPartial | None
+    ) -> tuple[int, PartialRecord | None]:
+        """The partial file of a fill starting now, open, and its record if partials are kept:
+        the kept one, or a new empty file (blocking)."""
+        path = self._store.partial_path(image.id)
+        if kept is not None:
+            return os.open(path, os.O_RDWR), kept.record
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o640)
+        if not self._partials.keep_for:
+            return fd, None
+        record = PartialRecord.of(image)
+        try:
+            sidecar.write(self._store.sidecar_path(image.id), record)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd, record
 
     async def close(self) -> None:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    async def _run(self, fill: Fill, identity: dict[str, str]) -> None:
+    async def _run(self, fill: Fill, identity: dict[str, str], resume_at: int) -> None:
+        """`resume_at`: how many bytes of a kept partial the fill starts with."""
         image_id = fill.image.id
         started = time.monotonic()
         loop = asyncio.get_running_loop()
         try:
-            await self._download(fill, identity)
+            if resume_at:
+                await self._read_back(fill, resume_at)
+            if fill.written < fill.size:
+                await self._download(fill, identity)
             problem = fill.mismatch()
             if problem is not None:
                 self._metrics.verification_failures.inc()
+                if resume_at:
+                    self._kept_bytes_were_wrong(fill, resume_at, problem)
                 raise FillFailed(f"image {image_id} failed verification: {problem}")
+            await fill.settle()  # no checkpoint may rewrite the record the commit removes
             chunk_digests = fill.chunk_digests()
             # The fill's own file: made durable on its own threads, before the image's lock.
             await loop.run_in_executor(self._executor, self._store.make_durable, fill.fd)
@@ -335,7 +422,11 @@ class FillManager:
             )
         except BaseException as exc:
             try:  # before the readers hear of it: they may ask again at once
-                await self._transitions.discard_partial(image_id)
+                await fill.settle()
+                if isinstance(exc, asyncio.CancelledError) and fill.checkpoints is not None:
+                    await self._keep(fill, fill.checkpoints)  # the daemon stops
+                else:
+                    await self._transitions.discard_partial(image_id)
             finally:
                 fill.fail(exc)
                 self._metrics.fills.labels("failed").inc()
@@ -352,6 +443,44 @@ class FillManager:
             self._evictor.release(image_id)
             await fill.close()
             self._metrics.fills_in_progress.dec()
+
+    async def _read_back(self, fill: Fill, length: int) -> None:
+        started = time.monotonic()
+        await resume.read_back(fill, length, self._memory, self._executor)
+        self._metrics.resumed_bytes.inc(fill.written)
+        log.info(
+            "The fill of image %s resumes at byte %d of %d: the bytes an earlier run kept were "
+            "read back and hashed again in %.1f s, and the rest is asked for with Range.",
+            fill.image.id,
+            fill.written,
+            fill.size,
+            time.monotonic() - started,
+        )
+
+    def _kept_bytes_were_wrong(self, fill: Fill, kept: int, problem: str) -> None:
+        self._partials.count_discarded("verification")
+        log.warning(
+            "The fill of image %s resumed from %d bytes kept by an earlier run, and the whole "
+            "image failed verification (%s): the kept bytes were not what Glance had sent (a "
+            "torn tail after a power cut, or a damaged disk). The fill is discarded, and the "
+            "next request for the image fetches it again from byte 0.",
+            fill.image.id,
+            kept,
+            problem,
+        )
+
+    async def _keep(self, fill: Fill, checkpoints: Checkpoints) -> None:
+        """Leave the partial file of a fill the daemon stops, flushed, to a later run."""
+        kept = await self._transitions.keep_partial(fill.image.id, checkpoints.final)
+        if kept is not None:
+            log.info(
+                "The fill of image %s stopped with the daemon at byte %d of %d; the partial is "
+                "kept, and a fill of the image within %.0f s resumes from there.",
+                fill.image.id,
+                kept,
+                fill.size,
+                self._partials.keep_for,
+            )
 
     async def _download(self, fill: Fill, identity: dict[str, str]) -> None:
         retrying = AsyncRetrying(

@@ -40,9 +40,8 @@ class Transitions:
         self._running: set[asyncio.Task[object]] = set()
 
     async def recover(self) -> None:
-        """Start-up, before anything else runs: drop partial fills, rows without their whole
-        file, and files without a row."""
-        await self._blocking(self._store.drop_partials)
+        """Start-up, before anything else runs: drop rows without their whole file, and files
+        without a row. (What incoming/ holds is for edgecache.store.partials to judge.)"""
         entries = {entry.image_id: entry for entry in await self._index.all()}
         for image_id, entry in entries.items():
             if await self._blocking(self._store.stored_size, image_id) != entry.size:
@@ -63,10 +62,29 @@ class Transitions:
         return await self._exclusive(entry.image_id, lambda: self._commit_steps(entry))
 
     async def discard_partial(self, image_id: str) -> None:
-        """Delete what an abandoned fill left in incoming/; stored copies are not touched."""
+        """Delete what an abandoned fill left in incoming/, or a kept partial that is not
+        wanted any more; stored copies are not touched."""
         await self._exclusive(
             image_id, lambda: self._blocking(self._store.delete_partial, image_id)
         )
+
+    async def open_partial(self, image_id: str, opening: Callable[[], T]) -> T:
+        """Run `opening` (blocking: a fill creating or reopening its partial file) under the
+        image's lock, so that a removal of the image's kept partial finishing late cannot
+        unlink the file of a fill started meanwhile."""
+        return await self._exclusive(image_id, lambda: self._blocking(opening))
+
+    async def keep_partial(self, image_id: str, flush: Callable[[], int]) -> int | None:
+        """Leave the partial file of a fill the daemon stops to a later run: `flush` (blocking)
+        makes it durable and says how many bytes it holds. None, and nothing done, if there
+        is no partial file any more (a commit its cancelled fill had begun took it)."""
+
+        async def steps() -> int | None:
+            if not await self._blocking(self._store.partial_path(image_id).exists):
+                return None
+            return await self._blocking(flush)
+
+        return await self._exclusive(image_id, steps)
 
     async def drop(
         self, image_id: str, *, generation: int | None = None, unless_read: bool = False

@@ -13,12 +13,13 @@ from __future__ import annotations
 import logging
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from edgecache.api.answers import to_response
-from edgecache.appkeys import CACHE, METRICS, SETTINGS, SIBLINGS, ZONE_SIGNATURES
+from edgecache.appkeys import CACHE, METRICS, PREFETCHER, SETTINGS, SIBLINGS, ZONE_SIGNATURES
 from edgecache.config import Settings
 from edgecache.images import is_image_id
-from edgecache.observe import add_request_id, observe_requests
+from edgecache.observe import OWN_ERRORS_LOG, add_request_id, observe_requests
 from edgecache.ranges import ByteRange, MultipleRanges, RangeNotSatisfiable, parse_range
 from edgecache.refusals import refusal
 from edgecache.store.fill import Fill
@@ -26,6 +27,7 @@ from edgecache.store.index import BlobEntry
 from edgecache.store.source import STORED_DEPTH
 from edgecache.transfer.send import ImageBytesResponse, LocalBytes
 from edgecache.upstream.lowdelay import mark_low_delay
+from edgecache.zone import holdings_endpoint
 from edgecache.zone.protocol import (
     ASKER_HEADER,
     COPY_HEADER,
@@ -49,27 +51,36 @@ def create_zone_app(main: web.Application) -> web.Application:
     runner must be set up (its components built) before this is called."""
     settings = main[SETTINGS]
     assert settings.zone_secret is not None, "config.py requires [zone] secret with peers"
-    app = web.Application(middlewares=[observe_requests])
+    app = web.Application(middlewares=[observe_requests, signed_only])
     app[SETTINGS] = settings
     assert settings.zone_self is not None, "config.py requires [zone] self with peers"
     app[ZONE_SIGNATURES] = SignatureCheck(settings.zone_secret, settings.zone_self)
     app[METRICS] = main[METRICS]
+    app[OWN_ERRORS_LOG] = main[OWN_ERRORS_LOG]
     app[CACHE] = main[CACHE]
     if SIBLINGS in main:
         app[SIBLINGS] = main[SIBLINGS]
+    app[PREFETCHER] = main[PREFETCHER]
     app.on_response_prepare.append(add_request_id)
     app.router.add_route("GET", ROUTE, sibling_file)
     app.router.add_route("HEAD", ROUTE, sibling_file)
+    holdings_endpoint.add_routes(app.router)
     return app
 
 
-async def sibling_file(request: web.Request) -> web.StreamResponse:
-    settings = request.app[SETTINGS]
+@web.middleware
+async def signed_only(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Whatever the path, only requests signed by a node of the zone (and not replayed)."""
     refused = request.app[ZONE_SIGNATURES].refusal(
         request.method, request.raw_path, request.headers
     )
     if refused is not None:
         return to_response(request, refusal(refused.status, refused.explanation))
+    return await handler(request)
+
+
+async def sibling_file(request: web.Request) -> web.StreamResponse:
+    settings = request.app[SETTINGS]
     image_id = request.match_info["image_id"]
     if not is_image_id(image_id):
         return _not_here(request, image_id)

@@ -1,5 +1,10 @@
 """The sibling endpoint's wire format, shared by the side that asks and the side that answers.
 
+Besides image bytes, a node's holdings (edgecache.holdings): `GET HOLDINGS_PATH` lists them
+(JSON), `DELETE HOLDINGS_PATH/<image id>` removes one image (204, 404 if the node has neither
+copy nor job, 409 if its copy is being read), `DELETE HOLDINGS_PATH?target=cache|queue` clears
+(no target: both); signed like the requests for bytes.
+
 `HEAD|GET ZONE_PREFIX/<image id>/file` on the node's zone listener, with the asking node's
 own URL in ASKER_HEADER and the request signed under the zone's secret (TIME_HEADER,
 NONCE_HEADER, SIGNATURE_HEADER: edgecache.zone.signing). 200/206 with DEPTH_HEADER
@@ -13,6 +18,7 @@ from __future__ import annotations
 from edgecache.images import ImageRecord
 
 ZONE_PREFIX = "/zone/v1/images"
+HOLDINGS_PATH = "/zone/v1/cache"
 TIME_HEADER = "X-Edgecache-Zone-Time"
 NONCE_HEADER = "X-Edgecache-Zone-Nonce"
 SIGNATURE_HEADER = "X-Edgecache-Zone-Signature"

@@ -199,6 +199,19 @@ class Siblings:
             advice,
         )
 
+    def request(
+        self, method: str, peer: str, path: str
+    ) -> AbstractAsyncContextManager[aiohttp.ClientResponse]:
+        """A signed request for `path` on `peer`'s zone listener (its holdings, a removal)."""
+        url = peer + path
+        return self.session.request(
+            method,
+            url,
+            headers=self._signed(method, url, {}),
+            timeout=self._data_timeout,
+            allow_redirects=False,
+        )
+
     @asynccontextmanager
     async def image_data(
         self, peer: str, image_id: str, offset: int

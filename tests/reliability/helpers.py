@@ -7,8 +7,7 @@ import contextlib
 import hashlib
 import os
 import re
-import sqlite3
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,11 +16,11 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from prometheus_client.parser import text_string_to_metric_families
 
 from edgecache.store.cache import ImageCache
 from edgecache.store.fill import FillFailed
 from tests.fakeglance import FakeGlance, _error
+from tests.storekit import blob_files, index_rows, partial_files, scrape  # noqa: F401
 
 CLIENT_TIMEOUT = aiohttp.ClientTimeout(total=60, sock_read=20)
 Edge = TestClient[web.Request, web.Application]  # an in-process edgecache (make_edgecache)
@@ -80,44 +79,6 @@ def wrong_bytes(outcome: Outcome, expected: bytes) -> int:
     body = outcome.body
     differing = sum(1 for a, b in zip(body, expected, strict=False) if a != b)
     return differing + abs(len(expected) - len(body))
-
-
-async def scrape(session: aiohttp.ClientSession, base_url: str) -> dict[str, float]:
-    """Prometheus samples by `name{label=value,...}` (labels sorted), plus totals by name."""
-    async with session.get(f"{base_url}/metrics") as resp:
-        assert resp.status == 200
-        text = await resp.text()
-    samples: defaultdict[str, float] = defaultdict(float)
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
-            samples[f"{sample.name}{{{labels}}}"] += sample.value
-            samples[sample.name] += sample.value
-    return dict(samples)
-
-
-def index_rows(cache_dir: Path) -> dict[str, int]:
-    """image id -> size, as the index's blobs table says (read-only; safe while it runs)."""
-    uri = f"file:{cache_dir / 'index.sqlite'}?mode=ro"
-    with sqlite3.connect(uri, uri=True, timeout=10) as db:
-        return {str(r[0]): int(r[1]) for r in db.execute("SELECT image_id, size FROM blobs")}
-
-
-def blob_files(cache_dir: Path) -> dict[str, int]:
-    """image id -> size of the files in blobs/ (one removed while it is listed is left out)."""
-    blobs = cache_dir / "blobs"
-    sizes: dict[str, int] = {}
-    for path in blobs.iterdir() if blobs.exists() else ():
-        try:
-            sizes[path.name] = path.stat().st_size
-        except FileNotFoundError:
-            continue
-    return sizes
-
-
-def partial_files(cache_dir: Path) -> list[str]:
-    incoming = cache_dir / "incoming"
-    return sorted(p.name for p in incoming.iterdir()) if incoming.exists() else []
 
 
 def open_files_under(root: Path, pid: int | str = "self") -> list[str]:

@@ -24,6 +24,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from edgecache.api.operator import create_operator_app
 from edgecache.appkeys import CACHE
 from edgecache.store import evict
 from edgecache.store.index import Index
@@ -405,8 +406,9 @@ async def test_damaged_stored_copies_are_found_by_cache_verify(
 
     socket_dir = Path(tempfile.mkdtemp(prefix="rel-sock-"))
     socket_path = socket_dir / "admin.sock"
-    assert edge.server.runner is not None
-    site = web.UnixSite(edge.server.runner, str(socket_path))
+    operator = web.AppRunner(create_operator_app(app_of(edge)))  # the admin socket's own app
+    await operator.setup()
+    site = web.UnixSite(operator, str(socket_path))
     await site.start()
     try:
         process = await asyncio.create_subprocess_exec(
@@ -417,7 +419,7 @@ async def test_damaged_stored_copies_are_found_by_cache_verify(
         )  # fmt: skip
         output, _ = await asyncio.wait_for(process.communicate(), 60)
     finally:
-        await site.stop()
+        await operator.cleanup()
         shutil.rmtree(socket_dir, ignore_errors=True)
     text = output.decode()
     figures.note(f"{damage}: cache verify exit {process.returncode}: {text.strip()[-120:]!r}")

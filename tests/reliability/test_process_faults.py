@@ -1,9 +1,11 @@
 """`kill -9` of a real `edgecache serve` at random moments during fills and evictions.
 
-After each kill the daemon is started again on the same cache dir, and then: no partial file
-is left, the index (table blobs) and blobs/ agree exactly, every stored copy is byte-exact,
-pinned copies (committed, never evicted) survive, copies committed and not evicted survive,
-and everything cached reads back byte-exact from the cache.
+After each kill the daemon is started again on the same cache dir, and then: the partial
+files left are kept partials (issue 22), each exactly the beginning of its image with its
+record, and each is resumed into the exact image by a fill, never served as a copy; the index
+(table blobs) and blobs/ agree exactly, every stored copy is byte-exact, pinned copies
+(committed, never evicted) survive, copies committed and not evicted survive, and everything
+cached reads back byte-exact from the cache.
 """
 
 from __future__ import annotations
@@ -72,15 +74,29 @@ async def admin_request(daemon: Daemon, method: str, path: str) -> int:
         return resp.status
 
 
+def kept_partials(cache_dir: Path, images: dict[str, FakeImage]) -> tuple[list[str], set[str]]:
+    """What is wrong with the partial files start-up kept, and the images they are of: each
+    must be the beginning of its image (a kill loses nothing the page cache holds), with its
+    record, and nothing else may be left in incoming/."""
+    problems: list[str] = []
+    names = set(partial_files(cache_dir))
+    kept = {name.removesuffix(".part") for name in names if name.endswith(".part")}
+    if names != {f"{image_id}{suffix}" for image_id in kept for suffix in (".part", ".json")}:
+        problems.append(f"incoming/ holds more than kept partials and their records: {names}")
+    for image_id in kept:
+        data = (cache_dir / "incoming" / f"{image_id}.part").read_bytes()
+        if image_id not in images or not images[image_id].data.startswith(data):
+            problems.append(f"the partial of {image_id} is not the beginning of its image")
+    return problems, kept
+
+
 async def consistency(
     daemon: Daemon, images: dict[str, FakeImage], token: str, expected: set[str]
-) -> tuple[list[str], set[str], int]:
-    """What is wrong with the cache the daemon started on, which images it holds, and how many
-    expected copies are missing."""
+) -> tuple[list[str], set[str], int, int]:
+    """What is wrong with the cache the daemon started on, which images it holds, how many
+    expected copies are missing, and how many kept partials were resumed."""
     cache_dir = daemon.cache_dir
-    problems: list[str] = []
-    if partial_files(cache_dir):
-        problems.append(f"partial files after restart: {partial_files(cache_dir)}")
+    problems, kept = kept_partials(cache_dir, images)
     rows, files = index_rows(cache_dir), blob_files(cache_dir)
     if rows != files:
         problems.append(f"index {rows} and blobs/ {files} disagree")
@@ -102,7 +118,13 @@ async def consistency(
             )
             if (outcome.kind, outcome.source) != ("exact", "cache"):
                 problems.append(f"read back {image_id}: {outcome.kind} from {outcome.source}")
-    return problems, set(rows), len(lost)
+        for image_id in kept - set(rows):
+            image = images[image_id]
+            url = f"{daemon.url}/v2/images/{image_id}/file"
+            outcome = await download(session, url, image.data, {"X-Auth-Token": token})
+            if (outcome.kind, outcome.source) != ("exact", "fill"):
+                problems.append(f"resumed {image_id}: {outcome.kind} from {outcome.source}")
+    return problems, set(rows), len(lost), len(kept - set(rows))
 
 
 async def test_kill_9_during_fills_and_evictions(
@@ -199,8 +221,9 @@ async def _kill_trials(
         expected |= {i for i, event in events.items() if event == "committed"} - removed
         expected |= {i.id for i in pinned}
         daemon = await daemons.start(proxy.url, cache_dir, CONFIG)
-        found, held, lost = await consistency(daemon, images, token, expected)
+        found, held, lost, resumed = await consistency(daemon, images, token, expected)
         seen["copies lost to an eviction in flight"] += lost
+        seen["kept partials resumed"] += resumed
         problems += found
         if not {i.id for i in pinned} <= held:
             problems.append("a pinned copy did not survive")
@@ -215,6 +238,7 @@ async def _kill_trials(
     )
     assert not failed, "\n".join(failed)
     assert seen["kills during a fill"] >= TRIALS // 3, seen
+    assert seen["kept partials resumed"] > 0, seen
 
 
 async def _cache_api_delete(session: aiohttp.ClientSession, daemon: Daemon, image_id: str) -> int:

@@ -1,17 +1,17 @@
-"""What edgecache carries upstream on a caller's behalf (headers.identity)."""
+"""What edgecache carries upstream on a caller's behalf (headers.on_behalf_of)."""
 
 from __future__ import annotations
 
 from multidict import CIMultiDict
 
-from edgecache.headers import AUTH_TOKEN, REQUEST_ID, as_edgecache, identity
+from edgecache.headers import AUTH_TOKEN, REQUEST_ID, as_edgecache, on_behalf_of
 
 
 def test_the_names_edgecache_reads_are_found_however_the_caller_spelt_them() -> None:
     """An HTTP/2 proxy (haproxy, envoy) sends header names in lower case; the token must
     still be the caller's token, not an anonymous request."""
     sent = CIMultiDict({"x-auth-token": "t", "x-openstack-request-id": "req-1", "x-other": "o"})
-    carried = identity(sent)
+    carried = on_behalf_of(sent)
     assert carried[AUTH_TOKEN] == "t"
     assert carried[REQUEST_ID] == "req-1"
     assert carried["x-other"] == "o"
@@ -32,12 +32,12 @@ def test_request_specific_and_hop_by_hop_headers_stay_behind() -> None:
             ("User-Agent", "nova"),
         ]
     )
-    assert identity(sent) == {"X-Auth-Token": "t", "Accept": "*/*", "User-Agent": "nova"}
+    assert on_behalf_of(sent) == {"X-Auth-Token": "t", "Accept": "*/*", "User-Agent": "nova"}
 
 
 def test_a_header_sent_twice_is_carried_with_both_values() -> None:
     sent = CIMultiDict([("X-Extra", "a"), ("x-extra", "b"), ("Accept", "text/plain")])
-    assert identity(sent) == {"X-Extra": "a, b", "Accept": "text/plain"}
+    assert on_behalf_of(sent) == {"X-Extra": "a, b", "Accept": "text/plain"}
 
 
 def test_a_prefetch_says_it_is_edgecache() -> None:
