@@ -10,8 +10,9 @@ shaped link, measures, and prints one JSON object. Progress goes to stderr.
 - warm rate: the image bytes fills took from the region per second during a warm (edgecache's
   own count, and the link's bytes, headers included);
 - kill: a cold fill killed (SIGKILL) once 80% of the image is in, the daemon started again on
-  the same cache directory, the image asked for again: the bytes the link carried from the
-  region against the image's size, headers taken out by the ratio a plain boot measured.
+  the same cache directory, the image asked for again: the image bytes the region sent (its
+  own count) against the image's size, and the bytes the link carried, headers taken out by
+  the ratio a plain boot measured.
 """
 
 from __future__ import annotations
@@ -204,6 +205,11 @@ class Edge:
         finally:
             await daemon.stop()
 
+    async def _region_count(self, what: str, image_id: str) -> Any:
+        """What the synthetic Glance counted for the image (data-bytes, data-ranges)."""
+        async with self.session.get(f"{self.plan['region']}/_bench/{what}") as response:
+            return (await response.json()).get(image_id)
+
     async def _progress(self, daemon: Daemon) -> tuple[float, float, int]:
         """Now, the bytes fills took from the region, the bytes the link carried."""
         fetched = await daemon.metric(self.session, "edgecache_fetched_bytes_total")
@@ -233,12 +239,14 @@ class Edge:
             await daemon.start(self.session)
             seconds = await self.boot(daemon, image_id, size)
             carried = link_bytes() - before
-            async with self.session.get(f"{self.plan['region']}/_bench/data-ranges") as r:
-                ranges = (await r.json()).get(image_id, [])
+            ranges = await self._region_count("data-ranges", image_id)
+            sent = await self._region_count("data-bytes", image_id)
             return {
                 "killed_at": fetched / size,
+                "region_bytes": sent,
+                "taken_over_image": sent / size,
                 "link_bytes": carried,
-                "taken_over_image": carried / overhead / size,
+                "link_over_image": carried / overhead / size,
                 "region_data_requests": ranges,
                 "seconds_after_restart": seconds,
                 "other_load": other_load,
