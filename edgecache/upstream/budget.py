@@ -3,9 +3,10 @@
 An edge site's uplink is its narrowest and most expensive link. Every byte a fill reads from
 the region is taken out of one token bucket per node, refilled at `[upstream] max_rate` bytes
 per second, in one of two classes: BOOT (a caller waits for the fill's bytes) and PREFETCH (no
-caller does: warm, cache-queue). Whenever the bucket allows a grant, the oldest waiting boot
-request goes first. Within a class requests are granted in the order they were made; each
-fill asks for one piece at a time, so the fills of a class take turns.
+caller does: the prefetch jobs of glance cache-queue and edgecache warm --queue). Whenever the
+bucket allows a grant, the oldest waiting boot request goes first. Within a class requests are
+granted in the order they were made; each fill asks for one piece at a time, so the fills of a
+class take turns.
 
 Prefetches use only what boots leave, and a boot's demand is whatever the link gives it: a
 prefetch that took the tokens a boot left unused would take its share of the link from the
