@@ -123,8 +123,9 @@ async def prune(request: web.Request) -> web.Response:
 
 
 async def clean(request: web.Request) -> web.Response:
-    """Glance removes its invalid and stalled files: here, the quarantined copies (partial
-    fills are discarded when they fail, or at start-up)."""
+    """Glance removes its invalid and stalled files: here, the quarantined copies. Kept partial
+    fills are not touched: they are resumed when the image is asked for again, and dropped when
+    older than [cache] keep_partials, when room is needed, or when the image changed."""
     if (refused := await refusal_for(request, DELETE)) is not None:
         return refused
     await request.app[CACHE].quarantine.empty()

@@ -253,11 +253,11 @@ class ImageCache:
         chunks = iter(range(wanted.start // size, (wanted.end - 1) // size + 1))
         checks: deque[tuple[int, asyncio.Future[None]]] = deque()
         stat = os.fstat(blob.fileno())
-        identity = (stat.st_dev, stat.st_ino, stat.st_mtime_ns)
+        file_id = (stat.st_dev, stat.st_ino, stat.st_mtime_ns)
 
         def check_ahead() -> None:
             while len(checks) < VERIFY_AHEAD and (chunk := next(chunks, None)) is not None:
-                if self._recent.fresh((*identity, chunk)):
+                if self._recent.fresh((*file_id, chunk)):
                     job: asyncio.Future[None] = loop.create_future()
                     job.set_result(None)
                 else:
@@ -272,12 +272,12 @@ class ImageCache:
             while checks:
                 chunk, job = checks.popleft()
                 await job
-                self._recent.record((*identity, chunk))
+                self._recent.record((*file_id, chunk))
                 end = min(wanted.end, (chunk + 1) * size)
                 while checks and checks[0][1].done() and end - position < SEND_SPAN:
                     chunk, job = checks.popleft()
                     job.result()
-                    self._recent.record((*identity, chunk))
+                    self._recent.record((*file_id, chunk))
                     end = min(wanted.end, (chunk + 1) * size)
                 check_ahead()
                 yield ByteRange(position, end)
@@ -311,8 +311,8 @@ class ImageCache:
     async def record_hit(self, image_id: str) -> None:
         await self.index.record_hit(image_id)
 
-    async def fill(self, image: ImageRecord, identity: Mapping[str, str]) -> Fill | None:
-        return await self.fills.start(image, identity)
+    async def fill(self, image: ImageRecord, on_behalf_of: Mapping[str, str]) -> Fill | None:
+        return await self.fills.start(image, on_behalf_of)
 
     def filling(self, image_id: str) -> Fill | None:
         return self.fills.current(image_id)

@@ -298,7 +298,7 @@ class FillManager:
     def running(self) -> list[str]:
         return list(self._fills)
 
-    async def start(self, image: ImageRecord, identity: Mapping[str, str]) -> Fill | None:
+    async def start(self, image: ImageRecord, on_behalf_of: Mapping[str, str]) -> Fill | None:
         """The running fill for `image`, a new one, or None if it cannot be cached now.
 
         Requests that miss the same image while its fill waits for room share that one start:
@@ -306,10 +306,10 @@ class FillManager:
         """
         if (fill := self._fills.get(image.id)) is not None:
             return fill
-        await self._starts.run(image.id, lambda: self._start(image, identity))
+        await self._starts.run(image.id, lambda: self._start(image, on_behalf_of))
         return self._fills.get(image.id)
 
-    async def _start(self, image: ImageRecord, identity: Mapping[str, str]) -> None:
+    async def _start(self, image: ImageRecord, on_behalf_of: Mapping[str, str]) -> None:
         assert image.size is not None
         kept = self._partials.take(image.id)
         if kept is not None and not kept.record.describes(image):
@@ -346,7 +346,7 @@ class FillManager:
         self._fills[image.id] = fill
         resume_at = kept.length if kept is not None else 0
         task = asyncio.create_task(
-            self._run(fill, dict(identity), resume_at), name=f"fill-{image.id}"
+            self._run(fill, dict(on_behalf_of), resume_at), name=f"fill-{image.id}"
         )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -377,7 +377,7 @@ class FillManager:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    async def _run(self, fill: Fill, identity: dict[str, str], resume_at: int) -> None:
+    async def _run(self, fill: Fill, on_behalf_of: dict[str, str], resume_at: int) -> None:
         """`resume_at`: how many bytes of a kept partial the fill starts with."""
         image_id = fill.image.id
         started = time.monotonic()
@@ -386,7 +386,7 @@ class FillManager:
             if resume_at:
                 await self._read_back(fill, resume_at)
             if fill.written < fill.size:
-                await self._download(fill, identity)
+                await self._download(fill, on_behalf_of)
             problem = fill.mismatch()
             if problem is not None:
                 self._metrics.verification_failures.inc()
@@ -482,7 +482,7 @@ class FillManager:
                 self._partials.keep_for,
             )
 
-    async def _download(self, fill: Fill, identity: dict[str, str]) -> None:
+    async def _download(self, fill: Fill, on_behalf_of: dict[str, str]) -> None:
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(RESUMABLE_ERRORS),
             stop=self._stop_when_stalled(fill),
@@ -492,7 +492,7 @@ class FillManager:
         )
         async for attempt in retrying:
             with attempt:
-                await self._stream(fill, identity)
+                await self._stream(fill, on_behalf_of)
 
     def _stop_when_stalled(self, fill: Fill) -> Callable[[RetryCallState], bool]:
         """Give up once no byte has arrived for `stall_timeout` seconds."""
@@ -515,7 +515,7 @@ class FillManager:
 
         return before_sleep
 
-    async def _stream(self, fill: Fill, identity: dict[str, str]) -> None:
+    async def _stream(self, fill: Fill, on_behalf_of: dict[str, str]) -> None:
         offset = fill.written
         source = await self._sources.pick(
             fill.image, fill.depth, self._stall_timeout - self._stalled_for(fill)
@@ -531,7 +531,7 @@ class FillManager:
         uplink = region.take if region is not None else None
         intake = _Intake(fill, self._memory, BATCH_SIZE, LANE_DEPTH, uplink)
         try:
-            async with source.image_data(fill.image.id, identity, offset) as response:
+            async with source.image_data(fill.image.id, on_behalf_of, offset) as response:
                 if region is not None:
                     region.carried_by(response)
                 skip = self._bytes_to_skip(response, offset)
