@@ -20,7 +20,7 @@ from edgecache.config import ServiceCredentials, Settings
 from edgecache.metrics import Metrics
 from edgecache.tls import ClientTls, client_context, warn_if_unverified
 from edgecache.upstream.client import TRANSIENT_ERRORS
-from edgecache.upstream.failures import FailureExplainer
+from edgecache.upstream.failures import FailureDescriber, FailureExplainer
 
 log = logging.getLogger(__name__)
 
@@ -159,11 +159,7 @@ def service_keystone(
     )
     session = aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(ssl=context))
     failures = FailureExplainer(
-        context=context,
-        section="keystone",
-        has_client_certificate=tls.client_cert is not None,
-        timeout=settings.connect_timeout,
-        metrics=metrics,
+        FailureDescriber.of(tls, context, settings.connect_timeout), metrics
     )
     return Keystone(credentials, session, failures), session
 

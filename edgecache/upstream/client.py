@@ -29,7 +29,7 @@ from edgecache.config import Settings
 from edgecache.headers import OWN_USER_AGENT
 from edgecache.metrics import Metrics
 from edgecache.tls import ClientTls, client_context, warn_if_unverified
-from edgecache.upstream.failures import FailureExplainer
+from edgecache.upstream.failures import FailureDescriber, FailureExplainer
 from edgecache.upstream.lowdelay import low_delay_socket
 from edgecache.upstream.pools import DATA_POOL, METADATA_POOL, ConnectionPool, PoolExhausted
 from edgecache.upstream.uplink import Uplink, UplinkDown
@@ -108,11 +108,7 @@ class Upstream:
         self._tls = ClientTls.upstream(settings)
         self._ssl_context = client_context(self._tls)
         self._failures = FailureExplainer(
-            context=self._ssl_context,
-            section="upstream",
-            has_client_certificate=self._tls.client_cert is not None,
-            timeout=settings.connect_timeout,
-            metrics=metrics,
+            FailureDescriber.of(self._tls, self._ssl_context, settings.connect_timeout), metrics
         )
         self._on_fallback = asyncio.Event()
         self._failback: asyncio.Task[None] | None = None

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from edgecache.metrics import Metrics
+from edgecache.tls import ClientTls
 from edgecache.upstream.certificates import PeerCertificate, fetch_peer_certificate
 
 log = logging.getLogger(__name__)
@@ -51,21 +52,8 @@ class Failure:
 
 
 class FailureExplainer:
-    def __init__(
-        self,
-        *,
-        context: ssl.SSLContext,
-        section: str,
-        has_client_certificate: bool,
-        timeout: float,
-        metrics: Metrics,
-    ) -> None:
-        self._describer = FailureDescriber(
-            context=context,
-            section=section,
-            has_client_certificate=has_client_certificate,
-            timeout=timeout,
-        )
+    def __init__(self, describer: FailureDescriber, metrics: Metrics) -> None:
+        self._describer = describer
         self._metrics = metrics
         self._reported: dict[str, Failure] = {}
 
@@ -111,6 +99,16 @@ class FailureDescriber:
         self._section = section
         self._has_client_certificate = has_client_certificate
         self._timeout = timeout
+
+    @classmethod
+    def of(cls, tls: ClientTls, context: ssl.SSLContext, timeout: float) -> FailureDescriber:
+        """For the servers reached with the settings `tls` ([upstream], [keystone], [zone])."""
+        return cls(
+            context=context,
+            section=tls.section,
+            has_client_certificate=tls.client_cert is not None,
+            timeout=timeout,
+        )
 
     async def describe(self, endpoint: str, exc: BaseException, known: Failure | None) -> Failure:
         """`known`: the failure described last for this endpoint, if any (a certificate

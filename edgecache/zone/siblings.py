@@ -61,12 +61,7 @@ class Siblings:
         tls = ClientTls.zone(settings)
         self._ssl_context = client_context(tls)  # used for the peers named by https URLs
         self._has_client_certificate = tls.client_cert is not None
-        self._tls_failures = FailureDescriber(
-            context=self._ssl_context,
-            section="zone",
-            has_client_certificate=self._has_client_certificate,
-            timeout=wait,
-        )
+        self._tls_failures = FailureDescriber.of(tls, self._ssl_context, wait)
         self._reported: dict[str, Failure] = {}  # peer -> its TLS failure, logged once
         self._session: aiohttp.ClientSession | None = None
         # image id -> siblings before this node in peers that asked for the image while this
