@@ -22,6 +22,16 @@ ADMIN_TOKEN = "admin-token"
 SERVICE_USER = ("edgecache", "service-password")
 
 
+def service_credentials(glance_url: str) -> dict[str, str]:
+    """edgecache's `[keystone]` settings for the fake's service user (its Keystone at /v3)."""
+    return {
+        "keystone_url": f"{glance_url}/v3",
+        "keystone_username": SERVICE_USER[0],
+        "keystone_password": SERVICE_USER[1],
+        "keystone_project": "service",
+    }
+
+
 @dataclass
 class Faults:
     """What the next data requests for one image will suffer. Lists are consumed in order."""

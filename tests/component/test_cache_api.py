@@ -9,7 +9,7 @@ from aiohttp.test_utils import TestClient
 
 from edgecache.appkeys import CACHE, PREFETCHER
 from tests.conftest import EdgecacheFactory, MiB, UpstreamServer, go_offline, random_bytes
-from tests.fakeglance import ADMIN_TOKEN, SERVICE_USER, FakeGlance, FakeImage
+from tests.fakeglance import ADMIN_TOKEN, FakeGlance, FakeImage, service_credentials
 
 ADMIN = {"X-Auth-Token": ADMIN_TOKEN}
 # Every action of the API, and the Glance policy edgecache asks for it.
@@ -26,14 +26,9 @@ CLEAR = "x-image-cache-clear-target"
 
 
 @pytest.fixture
-def keystone(glance_url: str) -> dict[str, Any]:
+def keystone(glance_url: str) -> dict[str, str]:
     """`[keystone]` settings: the fake Glance's Keystone says which roles a token carries."""
-    return {
-        "keystone_url": f"{glance_url}/v3",
-        "keystone_username": SERVICE_USER[0],
-        "keystone_password": SERVICE_USER[1],
-        "keystone_project": "service",
-    }
+    return service_credentials(glance_url)
 
 
 @pytest.fixture

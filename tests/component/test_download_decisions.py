@@ -26,7 +26,7 @@ from tests.conftest import (
     go_online,
     random_bytes,
 )
-from tests.fakeglance import SERVICE_USER, FakeGlance, FakeImage
+from tests.fakeglance import SERVICE_USER, FakeGlance, FakeImage, service_credentials
 
 DOWNLOAD_REFUSED = "You are not authorized to complete download_image action"
 
@@ -58,11 +58,8 @@ async def keystone_edgecache(
     return await make_edgecache(
         failures_to_offline=1,
         probe_interval=0.05,
-        keystone_url=f"{glance_url}/v3",
         keystone_validation_url=edge_keystone,
-        keystone_username=SERVICE_USER[0],
-        keystone_password=SERVICE_USER[1],
-        keystone_project="service",
+        **service_credentials(glance_url),
     )
 
 

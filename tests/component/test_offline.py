@@ -21,7 +21,7 @@ from tests.conftest import (
     go_online,
     random_bytes,
 )
-from tests.fakeglance import SERVICE_USER, FakeGlance, FakeImage
+from tests.fakeglance import FakeGlance, FakeImage, service_credentials
 
 VISIBILITIES = {
     "public": {},
@@ -343,15 +343,6 @@ async def test_offline_a_known_caller_gets_only_open_images_it_never_asked_about
     assert status == data
     if data != 200:
         assert image.data not in body
-
-
-def service_credentials(glance_url: str) -> dict[str, str]:
-    return {
-        "keystone_url": f"{glance_url}/v3",
-        "keystone_username": SERVICE_USER[0],
-        "keystone_password": SERVICE_USER[1],
-        "keystone_project": "service",
-    }
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from edgecache.prefetch.queue import (
 )
 from edgecache.prefetch.window import Clock, Window
 from tests.conftest import MiB, UpstreamServer, go_offline, go_online, random_bytes
-from tests.fakeglance import ADMIN_TOKEN, SERVICE_USER, FakeGlance, FakeImage
+from tests.fakeglance import ADMIN_TOKEN, FakeGlance, FakeImage, service_credentials
 
 NIGHT = (22 * 60, 6 * 60)  # [prefetch] window = "22:00-06:00"
 EVENING = datetime(2027, 3, 1, 21, 30)
@@ -76,13 +76,8 @@ async def start_edgecache(
 
 
 @pytest.fixture
-def keystone(glance_url: str) -> dict[str, Any]:
-    return {
-        "keystone_url": f"{glance_url}/v3",
-        "keystone_username": SERVICE_USER[0],
-        "keystone_password": SERVICE_USER[1],
-        "keystone_project": "service",
-    }
+def keystone(glance_url: str) -> dict[str, str]:
+    return service_credentials(glance_url)
 
 
 @pytest.fixture

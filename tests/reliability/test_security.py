@@ -16,7 +16,7 @@ import pytest
 
 from edgecache.appkeys import CACHE
 from tests.conftest import EdgecacheFactory, MiB, UpstreamServer, go_offline, go_online
-from tests.fakeglance import ADMIN_TOKEN, SERVICE_USER, FakeGlance, FakeImage
+from tests.fakeglance import ADMIN_TOKEN, FakeGlance, FakeImage, service_credentials
 from tests.reliability.conftest import Reporter
 from tests.reliability.daemon import Config, Daemons
 from tests.reliability.faultproxy import Fault, FaultProxy
@@ -347,13 +347,7 @@ async def test_cache_api_refuses_non_admins(
     member = glance.add_project("p1")
     # Glance here has no cache API of its own: who is an admin is Keystone's word, never the
     # caller's (the spoofed X-Roles below).
-    edge = await make_edgecache(
-        probe_interval=0.05,
-        keystone_url=f"{upstream_server.url}/v3",
-        keystone_username=SERVICE_USER[0],
-        keystone_password=SERVICE_USER[1],
-        keystone_project="service",
-    )
+    edge = await make_edgecache(probe_interval=0.05, **service_credentials(upstream_server.url))
     cached = glance.add_image(os.urandom(MiB), owner="p1")
     queued = glance.add_image(os.urandom(MiB), owner="p1")
     outcome = await download(

@@ -18,7 +18,7 @@ import pytest
 
 from edgecache.database.schema import IndexFromNewerRelease
 from tests.conftest import EdgecacheFactory, UpstreamServer, go_online
-from tests.fakeglance import SERVICE_USER, FakeGlance
+from tests.fakeglance import FakeGlance, service_credentials
 from tests.upgrade.releases import BOOT_TOKEN, RELEASES, Release, glance_of_the_fixtures
 
 
@@ -57,12 +57,7 @@ async def test_a_cache_of_an_earlier_release_boots_offline_then_hits(
 ) -> None:
     unpack(release, cache_dir)
     await upstream_server.stop()  # the uplink is cut before anyone asks anything
-    keystone = {
-        "keystone_url": f"{upstream_server.url}/v3",
-        "keystone_username": SERVICE_USER[0],
-        "keystone_password": SERVICE_USER[1],
-        "keystone_project": "service",
-    }
+    keystone = service_credentials(upstream_server.url)
     edgecache = await make_edgecache(
         failures_to_offline=1, probe_interval=0.05, **(keystone if release.keystone else {})
     )
