@@ -16,7 +16,6 @@ MULTIPLE_RANGES = (
     "Requests with multiple ranges are not supported in Glance. "
     "You may make multiple single-range requests instead."
 )
-RANGE_NOT_AVAILABLE = "The Range requested is not available."
 _UNREACHABLE = "The regional image service cannot be reached from this edge site"
 
 
@@ -121,4 +120,6 @@ def upstream_busy(exhausted: PoolExhausted) -> Answer:
 
 
 def range_not_available(size: int, detail: str = "") -> Answer:
-    return refusal(416, RANGE_NOT_AVAILABLE, {"Content-Range": f"bytes */{size}"}, detail)
+    return refusal(
+        416, "The Range requested is not available.", {"Content-Range": f"bytes */{size}"}, detail
+    )

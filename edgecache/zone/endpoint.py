@@ -21,7 +21,7 @@ from edgecache.config import Settings
 from edgecache.images import is_image_id
 from edgecache.observe import OWN_ERRORS_LOG, add_request_id, observe_requests
 from edgecache.ranges import ByteRange, MultipleRanges, RangeNotSatisfiable, parse_range
-from edgecache.refusals import refusal
+from edgecache.refusals import range_not_available, refusal
 from edgecache.store.fill import Fill
 from edgecache.store.index import BlobEntry
 from edgecache.store.source import STORED_DEPTH
@@ -129,8 +129,7 @@ def _wanted(request: web.Request, size: int) -> ByteRange | web.Response:
     try:
         byte_range = parse_range(request.headers.get("Range"), size)
     except (MultipleRanges, RangeNotSatisfiable):
-        headers = {"Content-Range": f"bytes */{size}"}
-        return to_response(request, refusal(416, "The Range requested is not available.", headers))
+        return to_response(request, range_not_available(size))
     return byte_range or ByteRange(0, size)
 
 
